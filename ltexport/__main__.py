@@ -1,0 +1,3 @@
+from ltexport.cli import main
+
+main()

@@ -1,0 +1,34 @@
+"""Click entry point. Commands are thin: parse, build a config, call the library.
+
+User errors (LtexportError) become one line on stderr and exit code 1, here and only here.
+"""
+
+import sys
+
+import click
+
+from ltexport.errors import LtexportError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LtexportError as exc:
+            click.echo(f"ltexport: error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="ltexport")
+def main():
+    """Compile long-context LLMs into LightTransfer hybrids."""
+
+
+def _register():
+    # Each module defines one command and adds it to `main`.
+    # one import line per command module, e.g.: from ltexport.cli import plan_cmd  # noqa: F401
+    pass
+
+
+_register()
