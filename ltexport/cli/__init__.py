@@ -27,8 +27,8 @@ def main():
 
 def _register():
     # Each module defines one command and adds it to `main`.
-    # one import line per command module, e.g.: from ltexport.cli import plan_cmd  # noqa: F401
-    pass
+    from ltexport.cli import plan_cmd  # noqa: F401
+    from ltexport.cli import inspect_cmd  # noqa: F401
 
 
 _register()
