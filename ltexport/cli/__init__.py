@@ -29,6 +29,8 @@ def _register():
     # Each module defines one command and adds it to `main`.
     from ltexport.cli import plan_cmd  # noqa: F401
     from ltexport.cli import inspect_cmd  # noqa: F401
+    from ltexport.cli import build_cmd  # noqa: F401
+    from ltexport.cli import generate_cmd  # noqa: F401
 
 
 _register()

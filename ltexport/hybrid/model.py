@@ -74,7 +74,8 @@ def full_attention(q, k, v, past_key, past_value, past_len, scale, sliding_windo
     new_index = slots - past                                            # >= 0 for new tokens
     is_new = new_index >= 0
     pl = past_len.view(-1, 1, 1)                                        # [B,1,1]
-    valid = torch.where(is_new, new_index <= steps.view(-1, 1), slots < pl)   # [B,T,P+T]
+    # And/Or, not where(): ONNX Runtime's CPU Where has no bool-data kernel.
+    valid = (is_new & (new_index <= steps.view(-1, 1))) | (~is_new & (slots < pl))   # [B,T,P+T]
     if sliding_window:
         q_pos = pl + steps.view(-1, 1)
         k_pos = torch.where(is_new, pl + new_index, slots)

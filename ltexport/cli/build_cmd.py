@@ -1,0 +1,55 @@
+"""`ltexport build` and `ltexport validate`."""
+
+from pathlib import Path
+
+import click
+
+from ltexport.build import DTYPES, BuildConfig, build, validate_existing
+from ltexport.cli import main
+from ltexport.errors import LtexportError
+from ltexport.models.sources import DEFAULT_MODEL
+
+_BACKENDS = click.Choice(["auto", "ort", "trt"])
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _finish(report: dict, out: Path) -> None:
+    click.echo((out / "report.md").read_text().rstrip())
+    if report["status"] != "pass":
+        raise LtexportError(f"validation of {out} failed; see {out / 'report.md'}")
+
+
+@main.command("build")
+@click.option("--model", "model_name", default=DEFAULT_MODEL, show_default=True)
+@click.option("--plan", "plan_path", type=click.Path(path_type=Path), required=True, help="plan.json from `ltexport plan`.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Build directory to create.")
+@click.option("--backend", type=_BACKENDS, default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPES), default="fp32", show_default=True)
+@click.option("--decode-steps", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--atol", type=float, help="Override the recipe's absolute tolerance.")
+@click.option("--rtol", type=float, help="Override the recipe's relative tolerance.")
+@click.option("--keep-failed", type=click.Path(path_type=Path), help="Keep a build that fails validation here.")
+@click.option("--trust-remote-code", is_flag=True)
+def build_command(model_name, plan_path, output, backend, dtype, decode_steps, atol, rtol, keep_failed, trust_remote_code):
+    """Export the hybrid to ONNX, compile it for the backend and validate it."""
+    config = BuildConfig(model=model_name, plan_path=plan_path, out=output, backend=backend, dtype=dtype,
+                         decode_steps=decode_steps, atol=atol, rtol=rtol, keep_failed=keep_failed,
+                         trust_remote_code=trust_remote_code, log=_log)
+    report = build(config)
+    _finish(report, output)
+    click.echo(f"wrote {output}")
+
+
+@main.command("validate")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--backend", type=click.Choice(["ort", "trt"]), help="Default: the backend it was built for.")
+@click.option("--decode-steps", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--atol", type=float)
+@click.option("--rtol", type=float)
+def validate_command(out, backend, decode_steps, atol, rtol):
+    """Re-run validation of an existing build against the PyTorch reference."""
+    report = validate_existing(out, backend=backend, decode_steps=decode_steps, atol=atol, rtol=rtol, log=_log)
+    _finish(report, out)

@@ -1,0 +1,25 @@
+"""`ltexport generate OUT --prompt ...`: stream text from a build with ONNX Runtime."""
+
+from pathlib import Path
+
+import click
+
+from ltexport.cli import main
+from ltexport.generation import Sampling
+from ltexport.runtime import generate_text
+
+
+@main.command("generate")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--prompt", required=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True, help="0 = greedy.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--raw", is_flag=True, help="Do not apply the tokenizer's chat template.")
+def generate_command(out, prompt, max_new_tokens, temperature, top_p, seed, raw):
+    """Generate text from a build (ONNX Runtime), streaming to stdout."""
+    sampling = Sampling(temperature=temperature, top_p=top_p, seed=seed)
+    for piece in generate_text(out, prompt, max_new_tokens, sampling, chat=not raw):
+        click.echo(piece, nl=False)
+    click.echo("")

@@ -1,0 +1,47 @@
+"""Text in, text out over a build directory (ONNX Runtime), for `ltexport generate`."""
+
+from pathlib import Path
+from typing import Iterator
+
+from ltexport.build import read_build_info
+from ltexport.errors import LtexportError
+from ltexport.generation import Sampling, iter_tokens
+
+
+def load_build_tokenizer(out: Path, info: dict):
+    if info.get("tokenizer") == "byte":
+        from ltexport.models.tokenizers import ByteTokenizer
+
+        return ByteTokenizer()
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(out / "tokenizer"))
+
+
+def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
+    if chat and getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+        return tokenizer.encode(text, add_special_tokens=False)
+    return tokenizer.encode(prompt)
+
+
+def generate_text(out: Path, prompt: str, max_new_tokens: int, sampling: Sampling, chat: bool = True) -> Iterator[str]:
+    from ltexport.backends.ort.session import OrtStep
+
+    out = Path(out)
+    info = read_build_info(out)
+    if not (out / "model.onnx").is_file():
+        raise LtexportError(f"{out} has no model.onnx; rebuild it with `ltexport build`")
+    tokenizer = load_build_tokenizer(out, info)
+    step = OrtStep(out / "model.onnx")
+    ids = encode_prompt(tokenizer, prompt, chat)
+    tokens: list[int] = []
+    emitted = ""
+    eos = getattr(tokenizer, "eos_token_id", None)
+    for token in iter_tokens(step, step.empty_caches(1), ids, max_new_tokens, sampling, eos_id=eos):
+        tokens.append(token)
+        text = tokenizer.decode(tokens, skip_special_tokens=True)
+        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            yield text[len(emitted):]
+            emitted = text

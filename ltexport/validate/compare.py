@@ -1,0 +1,107 @@
+"""Validation: the compiled graph vs the PyTorch hybrid reference, through Polygraphy's Comparator.
+
+Feeds are the reference's own greedy path (prefill, then N decode steps fed with the reference's
+caches), so every step compares both backends on identical inputs. Steps run one at a time to keep
+memory at one step's outputs. A separate free-running greedy loop per backend checks token agreement.
+"""
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ltexport.generation import generate
+
+
+@dataclass
+class Tolerance:
+    atol: float
+    rtol: float
+
+
+@dataclass
+class CheckStats:
+    name: str
+    atol: float
+    rtol: float
+    max_abs_diff: float = 0.0
+    max_rel_diff: float = 0.0
+    passed: bool = True
+
+    def add(self, result) -> None:
+        self.max_abs_diff = max(self.max_abs_diff, result.max_absdiff or 0.0)
+        self.max_rel_diff = max(self.max_rel_diff, result.max_reldiff or 0.0)
+        self.passed = self.passed and bool(result)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "max_abs_diff": self.max_abs_diff, "max_rel_diff": self.max_rel_diff,
+                "atol": self.atol, "rtol": self.rtol, "passed": self.passed}
+
+
+@dataclass
+class Comparison:
+    checks: list[CheckStats]
+    greedy: dict
+    reference_tokens: list[int]
+    reference_logits: list = field(default_factory=list)  # last-position logits per step
+    first_results: object = None  # Polygraphy RunResults of the prefill step (saved for --load-outputs)
+    first_feed: dict = field(default_factory=dict)
+
+
+REFERENCE_NAME = "pytorch-reference"
+
+
+def reference_feeds(reference, prompt_ids: list[int], decode_steps: int):
+    """Yield (feed, reference outputs) along the reference's greedy path."""
+    feed = OrderedDict(input_ids=np.array([prompt_ids], dtype=np.int64), past_len=np.zeros(1, dtype=np.int64))
+    names = [f"past_key_values.{i // 2}.{'key' if i % 2 == 0 else 'value'}" for i in range(len(reference.empty_caches(1)))]
+    feed.update(zip(names, reference.empty_caches(1)))
+    for _ in range(decode_steps + 1):
+        out = reference.run(feed)
+        yield feed, out
+        token = int(np.argmax(out["logits"][0, -1]))
+        feed = OrderedDict(input_ids=np.array([[token]], dtype=np.int64), past_len=out["present_len"])
+        feed.update((n, out[n.replace("past_key_values.", "present.")]) for n in names)
+
+
+def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int, tol: Tolerance,
+                    backend_step=None) -> Comparison:
+    """`runner`: a Polygraphy runner for the compiled graph; `reference`: a TorchStep."""
+    from polygraphy.comparator import CompareFunc, Comparator, IterationResult, RunResults
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.ERROR  # one line per build, not per step
+    compare = CompareFunc.simple(atol=tol.atol, rtol=tol.rtol)
+    stats: dict[str, CheckStats] = {}
+    first_results, first_feed, tokens, logits = None, None, [], []
+    with runner:
+        for index, (feed, ref_out) in enumerate(reference_feeds(reference, prompt_ids, decode_steps)):
+            # The reference already ran on this feed to choose the path: reuse its outputs.
+            results = RunResults([
+                (runner.name, [IterationResult(runner.infer(feed), runner_name=runner.name)]),
+                (REFERENCE_NAME, [IterationResult(ref_out, runner_name=REFERENCE_NAME)]),
+            ])
+            accuracy = Comparator.compare_accuracy(results, compare_func=compare, fail_fast=False)
+            phase = "prefill" if index == 0 else "decode"
+            for accuracy_result in accuracy:  # one per compare function: a {runner pair: [iteration]} dict
+                for name, result in next(iter(accuracy_result.values()))[0].items():
+                    group = f"{phase}/{_group(name)}"
+                    stats.setdefault(group, CheckStats(group, tol.atol, tol.rtol)).add(result)
+            if index == 0:
+                first_results, first_feed = results, feed
+            last = ref_out["logits"][0, -1]
+            tokens.append(int(np.argmax(last)))
+            logits.append(last.astype(np.float32))
+    greedy = greedy_agreement(backend_step, prompt_ids, tokens) if backend_step else {}
+    return Comparison(list(stats.values()), greedy, tokens, logits, first_results, first_feed)
+
+
+def _group(output_name: str) -> str:
+    return "present" if output_name.startswith("present.") else output_name
+
+
+def greedy_agreement(backend_step, prompt_ids: list[int], reference_tokens: list[int]) -> dict:
+    """The backend decodes on its own caches; does it pick the reference's tokens?"""
+    tokens = generate(backend_step, backend_step.empty_caches(1), prompt_ids, len(reference_tokens))
+    mismatch = next((i for i, (a, b) in enumerate(zip(tokens, reference_tokens)) if a != b), None)
+    return {"steps": len(reference_tokens), "tokens_match": mismatch is None, "first_mismatch": mismatch}

@@ -1,0 +1,63 @@
+"""report.json / report.md, plus Polygraphy inputs/outputs JSON for `polygraphy run --load-outputs`."""
+
+import json
+from pathlib import Path
+
+from ltexport.staging import write_text_atomic
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+POLYGRAPHY_INPUTS = "polygraphy_inputs.json"
+POLYGRAPHY_OUTPUTS = "polygraphy_outputs.json"
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("ltexport", "torch", "transformers", "onnx", "onnxruntime", "onnxscript", "polygraphy", "tensorrt"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def make_report(comparison, *, backend: str, dtype: str, drift: dict, timings: dict, scope: dict) -> dict:
+    checks = [c.as_dict() for c in comparison.checks]
+    passed = all(c["passed"] for c in checks) and comparison.greedy.get("tokens_match", True)
+    return {"status": "pass" if passed else "fail", "backend": backend, "dtype": dtype, "checks": checks,
+            "greedy": comparison.greedy, "scope": scope, "quality_drift_vs_original": drift,
+            "timings_s": {k: round(v, 3) for k, v in timings.items()}, "versions": versions()}
+
+
+def write_report(out_dir: Path, report: dict, comparison=None) -> None:
+    write_text_atomic(out_dir / REPORT_JSON, json.dumps(report, indent=1) + "\n")
+    write_text_atomic(out_dir / REPORT_MD, format_markdown(report))
+    if comparison is not None and comparison.first_results is not None:
+        from polygraphy.json import save_json
+
+        # The prefill step only: decode steps would make the file grow with every cached token.
+        save_json([comparison.first_feed], str(out_dir / POLYGRAPHY_INPUTS))
+        comparison.first_results.save(str(out_dir / POLYGRAPHY_OUTPUTS))
+
+
+def format_markdown(report: dict) -> str:
+    lines = [f"# ltexport validation: {report['status'].upper()}", "",
+             f"backend `{report['backend']}`, dtype `{report['dtype']}`; compared against the PyTorch hybrid "
+             f"reference ({report['scope'].get('prompt_tokens')} prompt tokens, {report['scope'].get('decode_steps')} decode steps)", "",
+             "| check | max abs diff | max rel diff | atol | rtol | passed |", "|---|---|---|---|---|---|"]
+    for c in report["checks"]:
+        lines.append(f"| {c['name']} | {c['max_abs_diff']:.3g} | {c['max_rel_diff']:.3g} | {c['atol']:g} | {c['rtol']:g} | "
+                     f"{'yes' if c['passed'] else 'NO'} |")
+    g = report["greedy"]
+    if g:
+        lines += ["", f"Greedy decode: {g['steps']} steps, tokens match: {'yes' if g['tokens_match'] else 'no'}"
+                  + ("" if g["tokens_match"] else f" (first mismatch at step {g['first_mismatch']})")]
+    d = report.get("quality_drift_vs_original") or {}
+    if d:
+        lines += ["", "## Quality cost of the conversion (information, not a gate)", "",
+                  f"Hybrid vs the original full-attention model over {d['steps']} greedy steps: "
+                  f"max logit difference {d['max_abs_logit_diff']:.3g}, top-1 agreement {d['top1_agreement']:.1%}."]
+    lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()), ""]
+    return "\n".join(lines)
