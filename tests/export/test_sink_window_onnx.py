@@ -188,3 +188,36 @@ def test_ort_bf16():
     got = [torch.from_numpy(o.numpy()) for o in session.run_with_ort_values(None, feeds)]
     for e, g in zip(module(*args), got):
         torch.testing.assert_close(g, e.float(), atol=1.6e-2, rtol=1.6e-2)
+
+
+class TwoLayers(torch.nn.Module):
+    """Two lazy layers with different (sink, window, prefill) around ordinary ops, as in a model."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(HEAD_DIM, HEAD_DIM)
+        self.layers = [Attention(1, 2, "dense"), Attention(0, 3, "streaming")]
+
+    def forward(self, query, key, value, past_key, past_value, past_len):
+        out, pk, pv = self.layers[0](self.proj(query), key, value, past_key, past_value, past_len)
+        out2, pk2, pv2 = self.layers[1](out, key * 2, value, pk, pv, past_len)
+        return out2, pk2, pv2
+
+
+def test_one_function_serves_nodes_with_different_attributes():
+    module = TwoLayers().eval()
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
+    new, cache = {0: batch, 2: seq}, {0: batch}
+    program = torch.onnx.export(
+        module, tuple(inputs(2, 6, 2, 3, 3)), dynamo=True, opset_version=21, verbose=False,
+        dynamic_shapes=(new, new, new, cache, cache, {0: batch}), custom_translation_table=swo.translation_table(),
+    )  # fmt: skip
+    model = swo.finalize_model(program.model_proto)
+    nodes = [n for n in model.graph.node if n.op_type == swo.OP_TYPE]
+    attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes]
+    assert [(a["sink"], a["window"], a["prefill"]) for a in attrs] == [(1, 2, b"dense"), (0, 3, b"streaming")]
+    assert len(model.functions) == 1
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        for seq_len, past_len in [(5, (0, 4)), (1, (2, 9))]:
+            assert_same(session, module, inputs(2, 6, 2, seq_len, 3, past_len=past_len))
