@@ -115,17 +115,18 @@ def check_config(sink: int, window: int, prefill: str) -> None:
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise LtexportError(f"window must be an int >= 1, got {window!r}; fix the plan's 'window'")
     if prefill not in PREFILL_MODES:
-        raise LtexportError(f"prefill must be one of {PREFILL_MODES}, got {prefill!r}; fix the plan's 'prefill'")
+        raise LtexportError(f"prefill must be one of {PREFILL_MODES}, got {prefill!r}; fix the plan's prefill")
 
 
 def _check_shapes(query, key, value, past_key, past_value, past_len, sink, window) -> None:
     # only static dims (heads, head_dim, cache length) are checked: B and T may be symbolic
     if query.dim() != 4 or key.dim() != 4 or value.dim() != 4:
         raise LtexportError("query/key/value must be [batch, heads, seq, head_dim]; reshape before the op")
-    if past_key.shape[1:] != (key.shape[1], sink + window, key.shape[3]) or past_value.shape != past_key.shape:
+    cache = (key.shape[1], sink + window, key.shape[3])
+    if past_key.shape[1:] != cache or past_value.shape[1:] != cache:
         raise LtexportError(
-            f"past_key/past_value must be [batch, {key.shape[1]}, {sink + window}, {key.shape[3]}], "
-            f"got {tuple(past_key.shape)} / {tuple(past_value.shape)}; allocate the cache with sink + window slots"
+            f"past_key/past_value must be [batch, {', '.join(map(str, cache))}], got {tuple(past_key.shape)} / "
+            f"{tuple(past_value.shape)}; allocate the lazy cache with sink + window slots"
         )
     if query.shape[1] % key.shape[1] or query.shape[3] != key.shape[3]:
         raise LtexportError(
@@ -133,7 +134,9 @@ def _check_shapes(query, key, value, past_key, past_value, past_len, sink, windo
             "multiple of kv heads with the same head_dim"
         )
     if past_len.dtype != torch.int64 or past_len.dim() != 1:
-        raise LtexportError(f"past_len must be a [batch] int64 tensor, got {past_len.dtype} {tuple(past_len.shape)}")
+        raise LtexportError(
+            f"past_len must be a [batch] int64 tensor, got {past_len.dtype} {tuple(past_len.shape)}; cast it"
+        )
 
 
 def sink_window_attention(query, key, value, past_key, past_value, past_len, *, sink, window, scale, prefill):
