@@ -1,0 +1,122 @@
+"""Build a TensorRT engine from the exported ONNX graph, with the sink+window plugin for the lazy layers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ltexport.backends.trt._tensorrt import import_tensorrt, trt_major
+from ltexport.backends.trt.graph import count_sink_window_nodes, without_sink_window_functions
+from ltexport.backends.trt.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, load_plugin_library
+from ltexport.backends.trt.profiles import Profiles, compute_profiles
+from ltexport.errors import LtexportError
+
+ENGINE_SUFFIX = ".engine"
+TIMING_CACHE_SUFFIX = ".timing.cache"
+
+
+def count_plugin_layers(network, trt) -> int:
+    """Plugin layers of the network that are ltexport::SinkWindowAttention."""
+    count = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type != trt.LayerType.PLUGIN_V3:
+            continue
+        try:  # identify the plugin; bindings that cannot downcast still count PLUGIN_V3 layers
+            layer.__class__ = trt.IPluginV3Layer
+            core = layer.plugin.get_capability_interface(trt.PluginCapabilityType.CORE)
+            if core.plugin_name != PLUGIN_NAME or core.plugin_namespace != PLUGIN_NAMESPACE:
+                continue
+        except Exception:  # noqa: BLE001 - introspection is best effort
+            pass
+        count += 1
+    return count
+
+
+def _write_atomic(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _parse(trt, network, logger, model, onnx_path: Path) -> None:
+    parser = trt.OnnxParser(network, logger)
+    # The stripped model has no SinkWindowAttention function body: its nodes must resolve to the plugin.
+    # `path` lets the parser find external weights next to the original file.
+    if not parser.parse(without_sink_window_functions(model).SerializeToString(), str(onnx_path)):
+        errors = []
+        for i in range(parser.num_errors):
+            error = parser.get_error(i)
+            errors.append(error.desc() if hasattr(error, "desc") else str(error))
+        first = (errors or ["unknown error"])[0].strip().splitlines()[0]
+        hint = "is the plugin loaded?" if PLUGIN_NAME in " ".join(errors) else "see the TensorRT log above"
+        raise LtexportError(f"TensorRT's ONNX parser rejected {onnx_path}: {first} ({len(errors)} error(s); {hint})")
+
+
+def build_engine(onnx_path, engine_path=None, *, plugin_library=None, profile: Profiles | None = None,
+                 timing_cache_path=None) -> Path:
+    """Build a strongly typed engine for `onnx_path` and write it (default: next to the ONNX, `.engine`).
+
+    plugin_library: the plugin .so (default: find_plugin_library()). profile: the shape ranges, turned into a
+    prefill and a decode optimization profile. timing_cache_path: read if present, written after the build
+    (default: next to the engine). Returns the engine path.
+    """
+    trt = import_tensorrt()
+    import onnx
+
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise LtexportError(f"{onnx_path} does not exist; export the model first (ltexport build)")
+    engine_path = Path(engine_path) if engine_path else onnx_path.with_suffix(ENGINE_SUFFIX)
+    timing_cache_path = Path(timing_cache_path) if timing_cache_path else engine_path.with_suffix(TIMING_CACHE_SUFFIX)
+    profile = profile or Profiles()
+    load_plugin_library(plugin_library)  # before parsing: the parser looks creators up in the registry
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    expected = count_sink_window_nodes(model)
+    shapes = compute_profiles(model, profile)
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    if trt_major(trt) < 11:  # always strongly typed from TensorRT 11 on (the flag is deprecated there)
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    _parse(trt, network, logger, model, onnx_path)
+    found = count_plugin_layers(network, trt)
+    if found != expected:
+        raise LtexportError(
+            f"{onnx_path} has {expected} {PLUGIN_NAME} node(s) but the TensorRT network has {found} plugin layer(s): "
+            "the lazy layers were not mapped to the plugin; rebuild the plugin for this TensorRT version"
+        )
+
+    config = builder.create_builder_config()
+    if hasattr(trt.PreviewFeature, "ALIASED_PLUGIN_IO_10_03"):
+        # Lets the plugin update the ring cache in place (present_* aliased to past_*), TensorRT >= 10.3.
+        config.set_preview_feature(trt.PreviewFeature.ALIASED_PLUGIN_IO_10_03, True)
+    for ps in shapes:
+        opt_profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in ps.shapes.items():
+            opt_profile.set_shape(name, lo, opt, hi)
+        config.add_optimization_profile(opt_profile)
+    cache = config.create_timing_cache(timing_cache_path.read_bytes() if timing_cache_path.is_file() else b"")
+    config.set_timing_cache(cache, False)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise LtexportError(f"TensorRT could not build an engine for {onnx_path}; see the TensorRT log above")
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(engine_path, serialized)
+    _write_atomic(timing_cache_path, config.get_timing_cache().serialize())
+    return engine_path
+
+
+def build_engine_for_build_dir(out_dir, plan, *, plugin_library=None, max_batch: int = 1) -> Path:
+    """`ltexport build --backend trt`: OUT/model.onnx -> OUT/model.engine, ranges sized for the validation run."""
+    from ltexport.backends.trt.runner import ENGINE_FILE
+
+    out_dir = Path(out_dir)
+    profile = Profiles.for_validation(plan.sink, plan.window, max_batch=max_batch)
+    return build_engine(out_dir / "model.onnx", out_dir / ENGINE_FILE, plugin_library=plugin_library,
+                        profile=profile)
