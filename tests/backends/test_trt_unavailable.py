@@ -174,3 +174,10 @@ def test_every_module_imports_without_tensorrt():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout.strip()) >= 6
+
+
+def test_plugin_identity_matches_the_exported_node():
+    swo = pytest.importorskip("ltexport.export.sink_window_onnx")
+    assert (trt_backend.PLUGIN_NAME, trt_backend.PLUGIN_NAMESPACE, trt_backend.PLUGIN_VERSION) == (
+        swo.OP_TYPE, swo.PLUGIN_NAMESPACE, swo.PLUGIN_VERSION)
+    assert swo.DOMAIN == trt_backend.PLUGIN_NAMESPACE  # graph.py finds nodes by (domain, op_type)
