@@ -29,6 +29,7 @@ def _register():
     # Each module defines one command and adds it to `main`.
     # one import line per command module, e.g.: from ltexport.cli import plan_cmd  # noqa: F401
     pass
+    from ltexport.cli import package_cmd  # noqa: F401
 
 
 _register()
