@@ -206,3 +206,69 @@ def check_config_against_graph(cfg, model: onnx.ModelProto) -> None:
         seen_out.append(st.output_name)
     assert sorted(seen_in) == sorted(ins), "every graph input is a config input, a control or a state, once"
     assert len(set(seen_out)) == len(seen_out) and set(seen_out) == set(outs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Triton's implicit-state protocol, emulated on ONNX Runtime (no server here)
+
+
+class EmulatedTriton:
+    """Serves one packaged model the way Triton's sequence batcher + implicit state feed it.
+
+    Follows Triton's core (SequenceStates::Initialize, checked against a Triton 2.51 server): on a
+    request with sequence_start every state gets its config dims with each -1 replaced by 1, filled
+    from initial_state; afterwards each state input is the previous response's state output; the
+    CONTROL_SEQUENCE_START input is 1 only on the start request. `fill` replaces the start data of
+    past_len and the growing (-1) states (Triton hands an uninitialized buffer when an initial_state
+    dim is 0 or no initial_state is set); fixed-shape states always get their zero_data.
+    Has the `infer` signature of tritonclient.grpc.InferenceServerClient, so client code runs on it.
+    """
+
+    NP = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16, "TYPE_INT64": np.int64}
+
+    def __init__(self, cfg, model_path, fill=0.0):
+        import onnxruntime as ort
+        from tritonclient.grpc import model_config_pb2 as mc
+
+        self.cfg, self.fill, self.mc = cfg, fill, mc
+        self.sess = ort.InferenceSession(str(model_path))
+        self.out_names = [o.name for o in self.sess.get_outputs()]
+        sb = cfg.sequence_batching
+        (self.start,) = [c.name for c in sb.control_input
+                         if c.control[0].kind == mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START]
+        self.states = {}  # sequence_id -> {state input name: array}
+        self.calls = []  # (sequence_id, start, end, {input name: array})
+
+    def _initial(self):
+        out = {}
+        for st in self.cfg.sequence_batching.state:
+            shape = [1 if d == -1 else d for d in st.dims]
+            assert shape == list(st.initial_state[0].dims)
+            value = self.fill if (-1 in st.dims or st.input_name == "past_len") else 0
+            out[st.input_name] = np.full(shape, value, self.NP[self.mc.DataType.Name(st.data_type)])
+        return out
+
+    def infer(self, model_name, inputs, model_version="", outputs=None, sequence_id=0, sequence_start=False,
+              sequence_end=False, **_):
+        assert model_name == self.cfg.name
+        sent = {x.name(): np.frombuffer(x._raw_content, dtype=np.int64).reshape(x.shape()) for x in inputs}
+        assert set(sent) == {t.name for t in self.cfg.input}, "a client sends exactly the config inputs"
+        self.calls.append((sequence_id, sequence_start, sequence_end, sent))
+        if sequence_start:
+            self.states[sequence_id] = self._initial()
+        states = self.states[sequence_id]  # KeyError: a request for a sequence that was never started
+        feeds = {**sent, **states, self.start: np.array([1 if sequence_start else 0], np.int32)}
+        result = dict(zip(self.out_names, self.sess.run(None, feeds)))
+        sb = self.cfg.sequence_batching
+        self.states[sequence_id] = {st.input_name: result[st.output_name] for st in sb.state}
+        if sequence_end:
+            del self.states[sequence_id]
+        return _Result(result)
+
+
+class _Result:
+    def __init__(self, outs):
+        self._outs = outs
+
+    def as_numpy(self, name):
+        return self._outs[name]
