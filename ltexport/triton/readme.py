@@ -86,14 +86,15 @@ Triton keeps as implicit state ({1 + len(io.caches)} states): `past_len` -> `pre
 `past_key_values.i.key|value` -> `present.i.key|value` for each layer. {seq_note}
 
 - Lazy layers: dims [1, kv_heads, {io.sink + io.window}, head_dim], start as zeros.
-- Full layers: dims [1, kv_heads, -1, head_dim] (grow by one row per token). Triton starts every
-  variable dim of a state at 1 on the first request (documented; the core does so even when
-  `initial_state.dims` says 0 - an initial_state with a 0-size dim passes validation but yields
-  that 1-row shape over an empty buffer). So these states start as one zero row and the model
-  drops it when `seq_start` is 1 (Triton sets it on the request with `sequence_start=True`).
+- Full layers: dims [1, kv_heads, -1, head_dim] (grow by one row per token). On the first request
+  of a sequence Triton sets every -1 dim of a state to 1, whatever `initial_state.dims` says (an
+  initial_state with a 0-size dim loads, but then hands the model a 1-row tensor of uninitialized
+  memory; seen with Triton 2.51). So these states start as one zero row (`initial_state.dims`
+  [1, kv_heads, 1, head_dim]) and the model drops it when `seq_start` is 1, which Triton sets on
+  the request with `sequence_start=True`.
 - `past_len`: dims [1], starts at 0.
 
-Each model instance serves one sequence at a time ({instances} concurrent sequences); further sequences wait
+Each model instance serves one sequence at a time (here at most {instances} at once); further sequences wait
 in Triton's backlog until one ends or idles out ({idle_us} us without a request).
 
 ## State memory per sequence

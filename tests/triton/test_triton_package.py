@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import onnx
 import pytest
@@ -239,3 +240,25 @@ def test_read_build_classifies_layers(tmp_path):
     io = read_build(make_build(tmp_path / "out", num_layers=3, lazy=(2,)))
     assert [c.layer for c in io.caches if not c.growing] == [2, 2]
     assert io.has_growing_caches and io.seq_start is None and io.lazy_layers == (2,)
+
+
+def test_library_and_cli_import_without_tritonclient():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['tritonclient'] = None; sys.modules['tensorrt'] = None\n"
+            "import ltexport.triton, ltexport.cli, ltexport.cli.package_cmd\n"
+            "assert 'package' in ltexport.cli.main.commands\n"
+            "assert 'onnx' not in sys.modules, 'onnx is imported lazily'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_two_trt_models_share_one_quoted_serve_command(tmp_path):
+    repo = tmp_path / "repo"
+    for name in ("a", "b"):
+        package_triton(make_build(tmp_path / name, backend="trt", with_seq_start=True), repo, name=name)
+    text = (repo / "README.md").read_text()
+    plugins = ";".join(str(repo.resolve() / n / "1" / "libltexport_trt_plugin.so") for n in ("a", "b"))
+    assert f"'--backend-config=tensorrt,plugins={plugins}'" in text  # ';' quoted for the shell
