@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ltexport.errors import LtexportError
+from ltexport.plan.schema import load_plan
 
 INPUT_IDS = "input_ids"
 PAST_LEN = "past_len"
@@ -186,7 +187,7 @@ def read_build(build_dir: Path | str) -> BuildIO:
     if not build_dir.is_dir():
         raise LtexportError(f"build directory {build_dir} does not exist; run `ltexport build ... -o {build_dir}` first")
     report = _read_json(build_dir / "report.json", "build with `ltexport build`")
-    plan = _read_json(build_dir / "plan.json", "build with `ltexport build`")
+    plan = load_plan(build_dir / "plan.json")
 
     status = report.get("status")
     if status != "pass":
@@ -205,13 +206,8 @@ def read_build(build_dir: Path | str) -> BuildIO:
             f"{build_dir} is a TensorRT build without model.plan; rebuild it with `--backend trt` on a machine with TensorRT"
         )
 
-    pm = plan.get("model") or {}
-    try:
-        sink, window = int(plan["sink"]), int(plan["window"])
-        lazy = tuple(sorted(int(i) for i in plan.get("lazy_layers") or []))
-        num_layers = int(pm["num_layers"])
-    except (KeyError, TypeError, ValueError):
-        raise LtexportError(f"{build_dir}/plan.json lacks sink/window/lazy_layers/model.num_layers; rebuild the plan") from None
+    sink, window, lazy, num_layers = plan.sink, plan.window, tuple(plan.lazy_layers), plan.num_layers
+    pm = plan.model
 
     model = load_model_proto(model_path)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -254,9 +250,6 @@ def read_build(build_dir: Path | str) -> BuildIO:
             f"{model_path} does not have past_key_values.{{i}}.key|value and present.{{i}}.key|value for exactly "
             f"the {num_layers} layers of plan.json; rebuild it"
         )
-    bad_lazy = [i for i in lazy if not 0 <= i < num_layers]
-    if bad_lazy:
-        raise LtexportError(f"{build_dir}/plan.json names lazy layers {bad_lazy} outside 0..{num_layers - 1}; fix the plan")
 
     caches = []
     for i in range(num_layers):

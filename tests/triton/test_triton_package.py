@@ -203,13 +203,13 @@ def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
         (lambda out: (out / "report.json").write_text(json.dumps({"status": "fail", "backend": "ort"})),
          "status 'fail'"),
         (lambda out: (out / "plan.json").write_text(json.dumps(
-            {"sink": SINK, "window": WINDOW, "lazy_layers": [0, 1],
+            {"format": "ltexport-plan", "version": 1, "sink": SINK, "window": WINDOW, "lazy_layers": [0, 1],
              "model": {"num_layers": 4, "num_kv_heads": KV, "head_dim": HD}})), "inconsistent"),
         (lambda out: (out / "plan.json").write_text(json.dumps(
-            {"sink": SINK, "window": WINDOW + 1, "lazy_layers": [1, 3],
+            {"format": "ltexport-plan", "version": 1, "sink": SINK, "window": WINDOW + 1, "lazy_layers": [1, 3],
              "model": {"num_layers": 4, "num_kv_heads": KV, "head_dim": HD}})), "not sink\\+window"),
         (lambda out: (out / "plan.json").write_text(json.dumps(
-            {"sink": SINK, "window": WINDOW, "lazy_layers": [1, 3],
+            {"format": "ltexport-plan", "version": 1, "sink": SINK, "window": WINDOW, "lazy_layers": [1, 3],
              "model": {"num_layers": 4, "num_kv_heads": KV + 1, "head_dim": HD}})), "plan.json says 3"),
     ],
 )
