@@ -78,11 +78,17 @@ def full_attention(q, k, v, past_key, past_value, past_len, scale, sliding_windo
     return torch.matmul(probs, vr), key, value
 
 
-def install(model) -> None:
-    """Register the hook (and SDPA's mask under the same name) and switch `model` to it."""
+def register_attention(name: str, function) -> None:
+    """Register an attention function with transformers, with SDPA's mask under the same name
+    (transformers looks both up by the model's attn_implementation)."""
     from transformers import AttentionInterface, AttentionMaskInterface
     from transformers.masking_utils import sdpa_mask
 
-    AttentionInterface.register(HOOK_NAME, hybrid_attention)
-    AttentionMaskInterface.register(HOOK_NAME, sdpa_mask)
+    AttentionInterface.register(name, function)
+    AttentionMaskInterface.register(name, sdpa_mask)
+
+
+def install(model) -> None:
+    """Switch `model` to the hybrid hook (plain SDPA unless a LayerCache is passed)."""
+    register_attention(HOOK_NAME, hybrid_attention)
     model.set_attn_implementation(HOOK_NAME)
