@@ -61,7 +61,7 @@ def build(config: BuildConfig) -> dict:
     _check_out(config.out)
     backend = choose_backend(config.backend, config.log)
     if backend == "ort" and config.dtype == "bf16":
-        raise LtexportError("ONNX Runtime on CPU has no bfloat16 kernels for this graph; use --dtype fp32/fp16 or --backend trt")
+        raise LtexportError("ONNX Runtime on CPU has no bfloat16 kernels (Mul, MatMul, ...); use --dtype fp32 or fp16 here, bf16 with --backend trt on a GPU machine")
     tol = tolerance(source.defaults, config.dtype, config.atol, config.rtol)
     timings = {}
     start = time.perf_counter()

@@ -31,6 +31,7 @@ def _register():
     from ltexport.cli import inspect_cmd  # noqa: F401
     from ltexport.cli import build_cmd  # noqa: F401
     from ltexport.cli import generate_cmd  # noqa: F401
+    from ltexport.cli import package_cmd  # noqa: F401
 
 
 _register()

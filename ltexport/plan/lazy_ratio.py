@@ -46,18 +46,12 @@ def _hook(module, query, key, value, attention_mask, scaling=None, dropout=0.0, 
     return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
 
 
-def _register() -> None:
-    from transformers import AttentionInterface, AttentionMaskInterface
-    from transformers.masking_utils import sdpa_mask
-
-    AttentionInterface.register(HOOK_NAME, _hook)
-    AttentionMaskInterface.register(HOOK_NAME, sdpa_mask)
-
-
 @torch.inference_mode()
 def measure_lazy_ratios(model, input_ids, *, sink: int, window: int, last_queries: int) -> list[float]:
     """One forward pass over `input_ids` [1, L]; returns one lazy ratio per layer."""
-    _register()
+    from ltexport.hybrid.attention_hook import register_attention
+
+    register_attention(HOOK_NAME, _hook)
     previous = model.config._attn_implementation
     state = {"scores": [None] * model.config.num_hidden_layers, "sink": sink, "window": window,
              "last_queries": last_queries}

@@ -67,11 +67,12 @@ def reference_feeds(reference, prompt_ids: list[int], decode_steps: int):
 def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int, tol: Tolerance,
                     backend_step=None) -> Comparison:
     """`runner`: a Polygraphy runner for the compiled graph; `reference`: a TorchStep."""
-    from polygraphy.comparator import CompareFunc, Comparator, IterationResult, RunResults
+    from polygraphy.comparator import Comparator, IterationResult, RunResults
+    from polygraphy.comparator.compare import SimpleCompareFunc
     from polygraphy.logger import G_LOGGER
 
     G_LOGGER.module_severity = G_LOGGER.ERROR  # one line per build, not per step
-    compare = CompareFunc.simple(atol=tol.atol, rtol=tol.rtol)
+    compare = SimpleCompareFunc(atol=tol.atol, rtol=tol.rtol)
     stats: dict[str, CheckStats] = {}
     first_results, first_feed, tokens, logits = None, None, [], []
     with runner:
