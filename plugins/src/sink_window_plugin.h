@@ -62,6 +62,9 @@ public:
 
     explicit SinkWindowAttentionPlugin(SinkWindowConfig const& config);
     ~SinkWindowAttentionPlugin() override = default;
+    // The serialised fields point into this object: copies would dangle (clone() builds a fresh one).
+    SinkWindowAttentionPlugin(SinkWindowAttentionPlugin const&) = delete;
+    SinkWindowAttentionPlugin& operator=(SinkWindowAttentionPlugin const&) = delete;
 
     // IPluginV3
     nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
