@@ -13,7 +13,7 @@ from ltexport.errors import LtexportError
 from ltexport.models.sources import ModelSource, resolve
 from ltexport.plan.schema import Plan, load_plan, save_plan
 from ltexport.staging import staged_dir, write_text_atomic
-from ltexport.validate.compare import Tolerance
+from ltexport.validate.compare import Tolerance, greedy_passed
 
 BUILD_JSON = "build.json"
 DTYPES = ("fp32", "fp16", "bf16")
@@ -184,6 +184,6 @@ def read_build_info(out: Path) -> dict:
 
 def _failed_checks(report: dict) -> str:
     failed = [c["name"] for c in report["checks"] if not c["passed"]]
-    if not report["greedy"].get("tokens_match", True):
+    if not greedy_passed(report["greedy"]):
         failed.append(f"greedy tokens diverge at step {report['greedy']['first_mismatch']}")
     return ", ".join(failed) or "unknown"

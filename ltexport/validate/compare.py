@@ -76,10 +76,11 @@ def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int,
     stats: dict[str, CheckStats] = {}
     first_results, first_feed, tokens, logits = None, None, [], []
     with runner:
+        extra = _control_inputs(runner.get_input_metadata())
         for index, (feed, ref_out) in enumerate(reference_feeds(reference, prompt_ids, decode_steps)):
             # The reference already ran on this feed to choose the path: reuse its outputs.
             results = RunResults([
-                (runner.name, [IterationResult(runner.infer(feed), runner_name=runner.name)]),
+                (runner.name, [IterationResult(runner.infer({**feed, **extra}), runner_name=runner.name)]),
                 (REFERENCE_NAME, [IterationResult(ref_out, runner_name=REFERENCE_NAME)]),
             ])
             accuracy = Comparator.compare_accuracy(results, compare_func=compare, fail_fast=False)
@@ -93,16 +94,36 @@ def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int,
             last = ref_out["logits"][0, -1]
             tokens.append(int(np.argmax(last)))
             logits.append(last.astype(np.float32))
-    greedy = greedy_agreement(backend_step, prompt_ids, tokens) if backend_step else {}
+    greedy = greedy_agreement(backend_step, prompt_ids, tokens, logits, tol) if backend_step else {}
     return Comparison(list(stats.values()), greedy, tokens, logits, first_results, first_feed)
+
+
+def _control_inputs(metadata) -> dict:
+    """`seq_start` = 0 (continue the sequence) for graphs built for Triton; it does not change the outputs."""
+    return {"seq_start": np.zeros(1, dtype=np.int32)} if "seq_start" in metadata else {}
 
 
 def _group(output_name: str) -> str:
     return "present" if output_name.startswith("present.") else output_name
 
 
-def greedy_agreement(backend_step, prompt_ids: list[int], reference_tokens: list[int]) -> dict:
-    """The backend decodes on its own caches; does it pick the reference's tokens?"""
+def greedy_agreement(backend_step, prompt_ids: list[int], reference_tokens: list[int],
+                     reference_logits: list[np.ndarray], tol: Tolerance) -> dict:
+    """The backend decodes on its own caches; does it pick the reference's tokens?
+
+    Up to the first mismatch both saw the same tokens, so the reference's logits at that step tell
+    whether it was a near-tie (the two tokens' reference logits within the tolerance): a rounding
+    difference, not a compilation error. A near-tie is reported and passes; anything else fails.
+    """
     tokens = generate(backend_step, backend_step.empty_caches(1), prompt_ids, len(reference_tokens))
     mismatch = next((i for i, (a, b) in enumerate(zip(tokens, reference_tokens)) if a != b), None)
-    return {"steps": len(reference_tokens), "tokens_match": mismatch is None, "first_mismatch": mismatch}
+    result = {"steps": len(reference_tokens), "tokens_match": mismatch is None, "first_mismatch": mismatch}
+    if mismatch is not None:
+        logits = reference_logits[mismatch]
+        want, got = logits[reference_tokens[mismatch]], logits[tokens[mismatch]]
+        result["near_tie"] = bool(want - got <= tol.atol + tol.rtol * abs(want))
+    return result
+
+
+def greedy_passed(greedy: dict) -> bool:
+    return greedy.get("tokens_match", True) or greedy.get("near_tie", False)

@@ -25,7 +25,9 @@ def versions() -> dict:
 
 def make_report(comparison, *, backend: str, dtype: str, drift: dict, timings: dict, scope: dict) -> dict:
     checks = [c.as_dict() for c in comparison.checks]
-    passed = all(c["passed"] for c in checks) and comparison.greedy.get("tokens_match", True)
+    from ltexport.validate.compare import greedy_passed
+
+    passed = all(c["passed"] for c in checks) and greedy_passed(comparison.greedy)
     return {"status": "pass" if passed else "fail", "backend": backend, "dtype": dtype, "checks": checks,
             "greedy": comparison.greedy, "scope": scope, "quality_drift_vs_original": drift,
             "timings_s": {k: round(v, 3) for k, v in timings.items()}, "versions": versions()}
@@ -53,7 +55,8 @@ def format_markdown(report: dict) -> str:
     g = report["greedy"]
     if g:
         lines += ["", f"Greedy decode: {g['steps']} steps, tokens match: {'yes' if g['tokens_match'] else 'no'}"
-                  + ("" if g["tokens_match"] else f" (first mismatch at step {g['first_mismatch']})")]
+                  + ("" if g["tokens_match"] else f" (first mismatch at step {g['first_mismatch']}"
+                     + (", a near-tie in the reference's logits)" if g.get("near_tie") else ")"))]
     d = report.get("quality_drift_vs_original") or {}
     if d:
         lines += ["", "## Quality cost of the conversion (information, not a gate)", "",

@@ -147,3 +147,18 @@ def test_truncated_onnx_file_gives_a_clear_error(tmp_path, exported):
     (out / "model.onnx").write_bytes(path.read_bytes()[:200])
     result = run_cli(["generate", out, "--prompt", "x"])
     assert_user_error(result, "cannot load", "rebuild it")
+
+
+def test_fp16_build_passes_with_fp16_tolerances(tmp_path, plan_file):
+    out = tmp_path / "out16"
+    result = run_cli(["build", "--model", "tiny-mistral", "--plan", plan_file, "-o", out, "--backend", "ort",
+                      "--dtype", "fp16", "--decode-steps", "24"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["dtype"] == "fp16" and all(c["atol"] == 2e-2 for c in report["checks"])
+
+
+def test_bf16_on_onnx_runtime_is_refused(tmp_path, plan_file):
+    result = run_cli(["build", "--model", "tiny-mistral", "--plan", plan_file, "-o", tmp_path / "o", "--backend", "ort",
+                      "--dtype", "bf16"])
+    assert_user_error(result, "no bfloat16 kernels")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from ltexport.backends.trt._tensorrt import import_tensorrt, trt_major
-from ltexport.backends.trt.graph import count_sink_window_nodes, without_sink_window_functions
-from ltexport.backends.trt.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, load_plugin_library
+from ltexport.backends.trt.graph import count_sink_window_nodes, lazy_cache_lengths, without_sink_window_functions
+from ltexport.backends.trt.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, find_plugin_library, load_plugin_library
 from ltexport.backends.trt.profiles import Profiles, compute_profiles
 from ltexport.errors import LtexportError
 
@@ -55,12 +56,13 @@ def _parse(trt, network, logger, model, onnx_path: Path) -> None:
 
 
 def build_engine(onnx_path, engine_path=None, *, plugin_library=None, profile: Profiles | None = None,
-                 timing_cache_path=None) -> Path:
+                 timing_cache_path=None, sequence_start: bool = False) -> Path:
     """Build a strongly typed engine for `onnx_path` and write it (default: next to the ONNX, `.engine`).
 
     plugin_library: the plugin .so (default: find_plugin_library()). profile: the shape ranges, turned into a
     prefill and a decode optimization profile. timing_cache_path: read if present, written after the build
-    (default: next to the engine). Returns the engine path.
+    (default: next to the engine). sequence_start: add Triton's `seq_start` control input first (an
+    engine cannot be changed later; see ltexport/triton/graph.py). Returns the engine path.
     """
     trt = import_tensorrt()
     import onnx
@@ -74,6 +76,8 @@ def build_engine(onnx_path, engine_path=None, *, plugin_library=None, profile: P
     load_plugin_library(plugin_library)  # before parsing: the parser looks creators up in the registry
 
     model = onnx.load(str(onnx_path), load_external_data=False)
+    if sequence_start:
+        _add_sequence_start(model)
     expected = count_sink_window_nodes(model)
     shapes = compute_profiles(model, profile)
 
@@ -113,10 +117,23 @@ def build_engine(onnx_path, engine_path=None, *, plugin_library=None, profile: P
 
 
 def build_engine_for_build_dir(out_dir, plan, *, plugin_library=None, max_batch: int = 1) -> Path:
-    """`ltexport build --backend trt`: OUT/model.onnx -> OUT/model.engine, ranges sized for the validation run."""
+    """`ltexport build --backend trt`: OUT/model.onnx -> OUT/model.plan (with `seq_start`, so the engine
+    is servable by Triton) and OUT/plugins/<plugin>.so, ranges sized for the validation run."""
     from ltexport.backends.trt.runner import ENGINE_FILE
 
+    import_tensorrt()  # TensorRT's absence is the first thing to report
     out_dir = Path(out_dir)
+    library = find_plugin_library(plugin_library)
+    (out_dir / "plugins").mkdir(exist_ok=True)
+    shutil.copy2(library, out_dir / "plugins" / library.name)
     profile = Profiles.for_validation(plan.sink, plan.window, max_batch=max_batch)
-    return build_engine(out_dir / "model.onnx", out_dir / ENGINE_FILE, plugin_library=plugin_library,
-                        profile=profile)
+    return build_engine(out_dir / "model.onnx", out_dir / ENGINE_FILE, plugin_library=library,
+                        profile=profile, sequence_start=True)
+
+
+def _add_sequence_start(model) -> None:
+    from ltexport.triton.graph import add_sequence_start
+
+    lazy = lazy_cache_lengths(model)
+    growing = [i.name for i in model.graph.input if i.name.startswith("past_key_values.") and i.name not in lazy]
+    add_sequence_start(model, growing)

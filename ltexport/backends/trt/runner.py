@@ -8,11 +8,11 @@ from ltexport.backends.trt._tensorrt import import_tensorrt
 from ltexport.backends.trt.plugin import load_plugin_library
 from ltexport.errors import LtexportError
 
-ENGINE_FILE = "model.engine"
+ENGINE_FILE = "model.plan"  # Triton's name for a TensorRT engine
 
 
 def trt_runner(engine, *, plugin_library=None, optimization_profile: int | None = None, name: str = "tensorrt"):
-    """Runner for `engine` (an engine file, or a build directory holding model.engine).
+    """Runner for `engine` (an engine file, or a build directory holding model.plan).
 
     The plugin library is loaded first (the engine cannot be deserialized without its creator).
     optimization_profile: 0 = prefill (seq 1..max_prompt, also serves seq 1), 1 = decode (seq 1).
