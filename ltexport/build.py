@@ -91,12 +91,13 @@ def build(config: BuildConfig) -> dict:
     return report
 
 
-def export_model(source: ModelSource, plan: Plan, dtype: str, out_dir: Path, num_layers: int | None = None) -> Path:
-    """Trace a weightless skeleton, stream the checkpoint into out_dir/model.onnx.data."""
+def export_model(source: ModelSource, plan: Plan, dtype: str, out_dir: Path) -> Path:
+    """Trace a weightless skeleton of the plan's layers (all, or a prefix), stream the checkpoint
+    into out_dir/model.onnx.data."""
     from ltexport.export.onnx_export import export_onnx
     from ltexport.hybrid.model import HybridModel
 
-    hybrid = HybridModel(source.skeleton(dtype, num_layers), plan).eval()
+    hybrid = HybridModel(source.skeleton(dtype, plan.num_layers), plan).eval()
     return export_onnx(hybrid, out_dir, source.weights())
 
 
@@ -131,7 +132,7 @@ def _export_prefix(source, plan, dtype, layers, stage, timings, log) -> None:
     vdir = stage / VALIDATION_DIR
     vdir.mkdir()
     vplan = prefix_plan(plan, layers)
-    export_model(source, vplan, dtype, vdir, layers)
+    export_model(source, vplan, dtype, vdir)
     save_plan(vplan, vdir / "plan.json")
     timings["export_prefix"] = time.perf_counter() - start
 

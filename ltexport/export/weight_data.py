@@ -114,15 +114,18 @@ def write_data(model, weights: dict, source, data_path: Path) -> None:
 
 
 def _write_weight(f, value, weight: Weight, source, data_path: Path) -> None:
-    from ltexport.models.skeleton import checked
+    from ltexport.models.skeleton import check_shape
 
-    tensor = checked(source.get(weight.source), torch.empty(weight.shape, device="meta"), weight.source, weight.dtype)
+    tensor = check_shape(source.get(weight.source), weight.shape, weight.source)
     if weight.perm:
         tensor = tensor.permute(weight.perm)
+    # One copy that converts the dtype and lays out the permutation: peak = source + result.
+    data = torch.empty(tensor.shape, dtype=weight.dtype).copy_(tensor)
+    del tensor
     meta = {SOURCE_KEY: weight.source}
     if weight.perm:
         meta[TRANSPOSE_KEY] = ",".join(map(str, weight.perm))
-    _write_tensor(f, value, _bytes_of_torch(tensor), data_path, meta)
+    _write_tensor(f, value, _bytes_of_torch(data), data_path, meta)
 
 
 def _write_tensor(f, value, data, data_path: Path, meta: dict) -> None:
@@ -138,8 +141,8 @@ def _write_tensor(f, value, data, data_path: Path, meta: dict) -> None:
 
 
 def _bytes_of_torch(tensor: torch.Tensor):
-    # Raw little-endian bytes of any dtype (numpy has no bfloat16): a uint8 view of a contiguous copy.
-    return tensor.contiguous().reshape(-1).view(torch.uint8).numpy()
+    # Raw little-endian bytes of any dtype (numpy has no bfloat16): a uint8 view, no copy.
+    return tensor.reshape(-1).view(torch.uint8).numpy()
 
 
 def _bytes_of(tensor) -> bytes:

@@ -23,6 +23,7 @@ def empty_model(config, dtype: torch.dtype):
     config = copy.deepcopy(config)  # models set their attention implementation on their config
     with init_empty_weights(include_buffers=False):
         model = model_cls._from_config(config, dtype=dtype, attn_implementation="sdpa")
+    model.tie_weights()  # accelerate's empty init leaves tied parameters as separate meta tensors
     return model.eval()
 
 
@@ -74,12 +75,16 @@ def load_weights(model: nn.Module, weights, dtype: torch.dtype, where: str = "th
 
 
 def checked(tensor: torch.Tensor, like: torch.Tensor, name: str, dtype: torch.dtype) -> torch.Tensor:
-    if tuple(tensor.shape) != tuple(like.shape):
+    return check_shape(tensor, tuple(like.shape), name).to(dtype)
+
+
+def check_shape(tensor: torch.Tensor, shape: tuple, name: str) -> torch.Tensor:
+    if tuple(tensor.shape) != tuple(shape):
         raise LtexportError(
-            f"checkpoint tensor {name} has shape {list(tensor.shape)} but the config expects {list(like.shape)}; "
+            f"checkpoint tensor {name} has shape {list(tensor.shape)} but the config expects {list(shape)}; "
             "check that config.json belongs to these weights"
         )
-    return tensor.to(dtype)
+    return tensor
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -63,7 +63,10 @@ def choose_scope(requested: str, plan: Plan, need, available: float) -> Scope:
     if count >= plan.num_layers or need(count) > budget:
         count = MIN_PREFIX
     _require(need(count), available, f"validating {count} layers", "free memory or build on a larger machine")
-    return Scope(count, f"auto: the whole model needs ~{need(None) / GB:.0f} GB, {available / GB:.1f} GB available")
+    reason = f"auto: the whole model needs ~{need(None) / GB:.0f} GB, {available / GB:.1f} GB available"
+    if lazy is not None and lazy >= count:
+        reason += f"; no lazy layer in this prefix (the first is {lazy}): --validate-layers {lazy + 1} would include one"
+    return Scope(count, reason)
 
 
 def _require(need: float, available: float, what: str, fix: str) -> None:
