@@ -294,4 +294,6 @@ def _failed_checks(report: dict) -> str:
     failed = [c["name"] for c in report["checks"] if not c["passed"]]
     if not report["greedy"].get("tokens_match", True):
         failed.append(f"greedy tokens diverge at step {report['greedy']['first_mismatch']}")
+    if report.get("scope", {}).get("weights_identical_to_model_onnx") is False:
+        failed.append("the validated prefix's weights differ from model.onnx's")
     return ", ".join(failed) or "unknown"
