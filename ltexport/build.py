@@ -2,8 +2,11 @@
 
 OUT holds model.onnx (+ model.onnx.data), plan.json, build.json, tokenizer/, report.json/.md and
 Polygraphy JSON; it appears only after validation passed (`keep_failed` keeps a failed stage).
+When only a prefix of the layers is validated (ltexport.validate.scope), OUT/validation/ holds the
+prefix graph that was compared, its plan and its Polygraphy JSON.
 """
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -31,6 +34,7 @@ class BuildConfig:
     rtol: float | None = None
     keep_failed: Path | None = None
     trust_remote_code: bool = False
+    validate_layers: str = "auto"  # auto | all | N (see ltexport.validate.scope)
     log: object = field(default=print, repr=False)
 
 
@@ -63,34 +67,89 @@ def build(config: BuildConfig) -> dict:
     if backend == "ort" and config.dtype == "bf16":
         raise LtexportError("ONNX Runtime on CPU has no bfloat16 kernels (Mul, MatMul, ...); use --dtype fp32 or fp16 here, bf16 with --backend trt on a GPU machine")
     tol = tolerance(source.defaults, config.dtype, config.atol, config.rtol)
+    scope = _preflight(source, plan, config)
     timings = {}
-    start = time.perf_counter()
-    original = source.load_model(config.dtype)
-    timings["load"] = time.perf_counter() - start
     with staged_dir(config.out, config.keep_failed) as stage:
-        from ltexport.export.onnx_export import export_onnx
-        from ltexport.hybrid.model import HybridModel
-
         config.log(f"exporting ONNX ({len(plan.lazy_layers)}/{plan.num_layers} lazy layers, {config.dtype}) ...")
         start = time.perf_counter()
-        hybrid = HybridModel(original, plan).eval()
-        export_onnx(hybrid, stage)
+        export_model(source, plan, config.dtype, stage)
         timings["export"] = time.perf_counter() - start
         save_plan(plan, stage / "plan.json")
         _save_tokenizer(source, stage)
-        write_text_atomic(stage / BUILD_JSON, json.dumps(_build_info(source, config, backend), indent=1) + "\n")
+        write_text_atomic(stage / BUILD_JSON, json.dumps(_build_info(source, config, backend, scope), indent=1) + "\n")
+        if scope.prefix:
+            _export_prefix(source, plan, config.dtype, scope.layers, stage, timings, config.log)
         if backend == "trt":
             _build_engine(stage, plan, timings, config.log)
-        report = run_validation(stage, source, plan, hybrid, original, backend, config.dtype, tol,
-                                config.decode_steps, timings, config.log)
+            if scope.prefix:
+                _build_engine(*_validated_graph(stage, plan, scope), timings, config.log)
+        report = run_validation(stage, source, plan, backend, config.dtype, tol, config.decode_steps, scope,
+                                timings, config.log)
         if report["status"] != "pass":
             kept = f"; the failed build is in {config.keep_failed}" if config.keep_failed else "; pass --keep-failed DIR to inspect it"
             raise LtexportError(f"validation failed ({_failed_checks(report)}){kept}")
     return report
 
 
+def export_model(source: ModelSource, plan: Plan, dtype: str, out_dir: Path) -> Path:
+    """Trace a weightless skeleton of the plan's layers (all, or a prefix), stream the checkpoint
+    into out_dir/model.onnx.data."""
+    from ltexport.export.onnx_export import export_onnx
+    from ltexport.hybrid.model import HybridModel
+
+    hybrid = HybridModel(source.skeleton(dtype, plan.num_layers), plan).eval()
+    return export_onnx(hybrid, out_dir, source.weights())
+
+
+def _preflight(source: ModelSource, plan: Plan, config: BuildConfig):
+    """Choose what to validate from the memory it needs; refuse when the output will not fit on disk."""
+    from ltexport import preflight
+    from ltexport.validate.scope import choose_scope
+
+    spec = source.spec()
+    tokens = _prompt_length(spec, plan, config.decode_steps)
+    count = functools.cache(lambda layers=None: preflight.parameter_count(source, layers))
+
+    def need(layers):
+        return preflight.validation_memory(count(layers), config.dtype, tokens, spec.vocab_size, spec.num_heads)
+
+    scope = choose_scope(config.validate_layers, plan, need, preflight.available_memory())
+    config.log(f"validation scope: {'the first %d layers' % scope.layers if scope.prefix else 'the whole model'} ({scope.reason})")
+    needed = preflight.weight_bytes(count(), config.dtype)
+    what = f"the {config.dtype} model"
+    if scope.prefix:
+        needed += preflight.weight_bytes(count(scope.layers), config.dtype)
+        what += f" plus its {scope.layers}-layer validation prefix"
+    preflight.check_disk(config.out, needed, what)
+    return scope
+
+
+def _export_prefix(source, plan, dtype, layers, stage, timings, log) -> None:
+    from ltexport.validate.scope import VALIDATION_DIR, prefix_plan
+
+    log(f"exporting the {layers}-layer validation prefix through the same exporter ...")
+    start = time.perf_counter()
+    vdir = stage / VALIDATION_DIR
+    vdir.mkdir()
+    vplan = prefix_plan(plan, layers)
+    export_model(source, vplan, dtype, vdir)
+    save_plan(vplan, vdir / "plan.json")
+    timings["export_prefix"] = time.perf_counter() - start
+
+
+def _validated_graph(out_dir: Path, plan: Plan, scope) -> tuple[Path, Plan]:
+    """The directory and plan of the graph that validation runs: OUT itself, or OUT/validation."""
+    from ltexport.validate.scope import VALIDATION_DIR
+
+    if not scope.prefix:
+        return out_dir, plan
+    return out_dir / VALIDATION_DIR, load_plan(out_dir / VALIDATION_DIR / "plan.json")
+
+
 def validate_existing(out: Path, backend: str | None = None, decode_steps: int = 32, atol=None, rtol=None, log=print) -> dict:
-    """Re-run validation of a finished build (rewrites its report)."""
+    """Re-run validation of a finished build (rewrites its report), in the scope it was built with."""
+    from ltexport.validate.scope import Scope
+
     info = read_build_info(out)
     source = resolve(info["model"], trust_remote_code=info.get("trust_remote_code", False))
     plan = load_plan(out / "plan.json")
@@ -99,42 +158,84 @@ def validate_existing(out: Path, backend: str | None = None, decode_steps: int =
     if backend == "trt":
         choose_backend("trt", log)
     tol = tolerance(source.defaults, info["dtype"], atol, rtol)
+    previous = _previous_scope(Path(out)).get("reason")
+    scope = Scope(info.get("validation_layers"), f"as built: {previous}" if previous else "as built")
+    return run_validation(Path(out), source, plan, backend, info["dtype"], tol, decode_steps, scope, {}, log)
+
+
+def run_validation(out_dir: Path, source: ModelSource, plan: Plan, backend: str, dtype: str, tol: Tolerance,
+                   decode_steps: int, scope, timings: dict, log) -> dict:
     from ltexport.hybrid.model import HybridModel
-
-    original = source.load_model(info["dtype"])
-    hybrid = HybridModel(original, plan).eval()
-    return run_validation(out, source, plan, hybrid, original, backend, info["dtype"], tol, decode_steps, {}, log)
-
-
-def run_validation(out_dir: Path, source: ModelSource, plan: Plan, hybrid, original, backend: str, dtype: str,
-                   tol: Tolerance, decode_steps: int, timings: dict, log) -> dict:
     from ltexport.hybrid.step import TorchStep
     from ltexport.validate.compare import compare_backend
     from ltexport.validate.drift import quality_drift
     from ltexport.validate.report import make_report, write_report
 
-    prompt = validation_prompt(source, plan, decode_steps)
-    log(f"validating {backend} against the PyTorch reference: {len(prompt)} prompt tokens + {decode_steps} decode steps ...")
+    graph_dir, graph_plan = _validated_graph(out_dir, plan, scope)
+    scope_info = _scope_info(out_dir, graph_dir, plan, graph_plan, scope)
+    prompt, prompt_kind = validation_prompt(source, plan, decode_steps, with_kind=True)
+    log(f"validating {backend} against the PyTorch reference: {len(prompt)} prompt tokens + {decode_steps} decode steps"
+        + (f", first {scope.layers} of {plan.num_layers} layers" if scope.prefix else "") + " ...")
     start = time.perf_counter()
-    runner, step = _backend_runner(out_dir, backend)
-    comparison = compare_backend(runner, TorchStep(hybrid), prompt, decode_steps, tol, backend_step=step)
+    original = source.load_model(dtype, scope.layers)  # a prefix loads only its layers' weights
+    timings["load_reference"] = time.perf_counter() - start
+    start = time.perf_counter()
+    runner, step = _backend_runner(graph_dir, backend)
+    comparison = compare_backend(runner, TorchStep(HybridModel(original, graph_plan).eval()), prompt, decode_steps, tol,
+                                 backend_step=step)
     timings["validate"] = time.perf_counter() - start
     drift = quality_drift(original, prompt, comparison.reference_tokens, comparison.reference_logits)
-    scope = {"prompt_tokens": len(prompt), "decode_steps": decode_steps, "layers": "all"}
-    report = make_report(comparison, backend=backend, dtype=dtype, drift=drift, timings=timings, scope=scope)
-    write_report(out_dir, report, comparison)
+    scope_info.update(prompt_tokens=len(prompt), prompt=prompt_kind, decode_steps=decode_steps)
+    report = make_report(comparison, backend=backend, dtype=dtype, drift=drift, timings=timings, scope=scope_info)
+    if scope_info.get("weights_identical_to_model_onnx") is False:
+        report["status"] = "fail"
+    write_report(out_dir, report, comparison, polygraphy_dir=graph_dir)
     return report
 
 
-def validation_prompt(source: ModelSource, plan: Plan, decode_steps: int) -> list[int]:
-    """Enough calibration text that the sink+window ring wraps during prefill and again in decode."""
+def _previous_scope(out: Path) -> dict:
+    try:
+        return json.loads((out / "report.json").read_text()).get("scope") or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _scope_info(out_dir: Path, graph_dir: Path, plan: Plan, graph_plan: Plan, scope) -> dict:
+    info = {"kind": "prefix" if scope.prefix else "full", "layers": scope.layers if scope.prefix else "all",
+            "model_layers": plan.num_layers, "lazy_layers_validated": graph_plan.lazy_layers,
+            "graph": str(graph_dir.relative_to(out_dir) / "model.onnx"), "reason": scope.reason}
+    if scope.prefix:
+        from ltexport.validate.scope import mismatched_weights
+
+        bad = mismatched_weights(graph_dir / "model.onnx", out_dir / "model.onnx")
+        info["weights_identical_to_model_onnx"] = not bad
+        if bad:
+            info["mismatched_weights"] = bad[:10]
+    return info
+
+
+def validation_prompt(source: ModelSource, plan: Plan, decode_steps: int, with_kind: bool = False):
+    """Enough calibration text that the sink+window ring wraps during prefill and again in decode.
+
+    A model directory without a tokenizer (e.g. a random-weight benchmark checkpoint) gets the
+    text's UTF-8 bytes as token ids: valid ids for any vocabulary of 256 or more.
+    """
+    from ltexport.models.tokenizers import ByteTokenizer
     from ltexport.plan.identify import default_calibration_text
 
-    spec = source.spec()
+    length = _prompt_length(source.spec(), plan, decode_steps)
+    has_tokenizer = source.has_tokenizer()
+    tokenizer = source.load_tokenizer() if has_tokenizer else ByteTokenizer()
+    ids = tokenizer.encode(default_calibration_text())[:length]
+    kind = "tokenizer" if has_tokenizer else "utf-8 bytes (no tokenizer in the model directory)"
+    return (ids, kind) if with_kind else ids
+
+
+def _prompt_length(spec, plan: Plan, decode_steps: int) -> int:
     length = plan.sink + plan.window + 64
     if spec.max_positions:
         length = min(length, spec.max_positions - decode_steps - 1)
-    return source.load_tokenizer().encode(default_calibration_text())[:length]
+    return length
 
 
 def _backend_runner(out_dir: Path, backend: str):
@@ -166,13 +267,20 @@ def _check_out(out: Path) -> None:
 
 
 def _save_tokenizer(source: ModelSource, stage: Path) -> None:
-    if source.kind != "tiny":
+    if source.kind != "tiny" and source.has_tokenizer():
         source.load_tokenizer().save_pretrained(str(stage / "tokenizer"))
 
 
-def _build_info(source: ModelSource, config: BuildConfig, backend: str) -> dict:
+def _tokenizer_kind(source: ModelSource) -> str:
+    if source.kind == "tiny":
+        return "byte"
+    return "tokenizer" if source.has_tokenizer() else "none"
+
+
+def _build_info(source: ModelSource, config: BuildConfig, backend: str, scope) -> dict:
     return {"model": config.model, "source": source.describe(), "backend": backend, "dtype": config.dtype,
-            "trust_remote_code": config.trust_remote_code, "tokenizer": "byte" if source.kind == "tiny" else "tokenizer"}
+            "trust_remote_code": config.trust_remote_code, "tokenizer": _tokenizer_kind(source),
+            "validation_layers": scope.layers}
 
 
 def read_build_info(out: Path) -> dict:
@@ -186,4 +294,6 @@ def _failed_checks(report: dict) -> str:
     failed = [c["name"] for c in report["checks"] if not c["passed"]]
     if not greedy_passed(report["greedy"]):
         failed.append(f"greedy tokens diverge at step {report['greedy']['first_mismatch']}")
+    if report.get("scope", {}).get("weights_identical_to_model_onnx") is False:
+        failed.append("the validated prefix's weights differ from model.onnx's")
     return ", ".join(failed) or "unknown"

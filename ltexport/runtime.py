@@ -13,6 +13,8 @@ def load_build_tokenizer(out: Path, info: dict):
         from ltexport.models.tokenizers import ByteTokenizer
 
         return ByteTokenizer()
+    if info.get("tokenizer") == "none":
+        raise LtexportError(f"{out} was built from a model directory without a tokenizer; add one to the model directory and rebuild")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(out / "tokenizer"))

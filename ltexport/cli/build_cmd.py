@@ -33,11 +33,15 @@ def _finish(report: dict, out: Path) -> None:
 @click.option("--rtol", type=float, help="Override the recipe's relative tolerance.")
 @click.option("--keep-failed", type=click.Path(path_type=Path), help="Keep a build that fails validation here.")
 @click.option("--trust-remote-code", is_flag=True)
-def build_command(model_name, plan_path, output, backend, dtype, decode_steps, atol, rtol, keep_failed, trust_remote_code):
+@click.option("--validate-layers", default="auto", show_default=True, metavar="auto|all|N",
+              help="Validate the whole model, or a prefix of N layers exported the same way (auto: the whole "
+                   "model when it fits comfortably in memory).")
+def build_command(model_name, plan_path, output, backend, dtype, decode_steps, atol, rtol, keep_failed, trust_remote_code,
+                  validate_layers):
     """Export the hybrid to ONNX, compile it for the backend and validate it."""
     config = BuildConfig(model=model_name, plan_path=plan_path, out=output, backend=backend, dtype=dtype,
                          decode_steps=decode_steps, atol=atol, rtol=rtol, keep_failed=keep_failed,
-                         trust_remote_code=trust_remote_code, log=_log)
+                         trust_remote_code=trust_remote_code, validate_layers=validate_layers, log=_log)
     report = build(config)
     _finish(report, output)
     click.echo(f"wrote {output}")

@@ -4,8 +4,15 @@ Graph I/O (DESIGN.md): input_ids [batch, seq], past_len [batch], past_key_values
 logits [batch, seq, vocab], present_len [batch] (= past_len + seq, lets servers keep past_len as
 state), present.{i}.key|value. Full-layer caches grow along `past_seq`; lazy-layer caches have the
 fixed S+W dim. Lazy layers become `ltexport::SinkWindowAttention` nodes with a local function body.
+
+One exporter for every model size: the graph is traced with FakeTensor parameters (shapes and
+dtypes, no storage), so the trace never holds weights; they are then streamed one tensor at a time
+from the weight source into model.onnx.data (weight_data.py). Peak memory: the graph plus about
+one weight tensor, whether the hybrid holds real weights (tiny models, GGUF) or meta ones (a
+skeleton of a 7B model).
 """
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -18,6 +25,7 @@ from ltexport.hybrid.model import HybridModel
 OPSET = 21  # the highest TensorRT 10.x parses; the sink+window function body needs >= 19
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
+_WRAPPER_PREFIX = "hybrid."
 
 
 class _ExportWrapper(nn.Module):
@@ -37,10 +45,34 @@ def io_names(num_layers: int) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
-def export_onnx(hybrid: HybridModel, out_dir: Path) -> Path:
-    """Trace `hybrid` (already in its export dtype) and write OUT/model.onnx + external data."""
+def export_onnx(hybrid: HybridModel, out_dir: Path, weights=None) -> Path:
+    """Trace `hybrid` (parameters real or meta, in the export dtype) and write OUT/model.onnx + data.
+
+    weights: where the checkpoint tensors come from (ltexport.models.weights); None: the hybrid's
+    own parameters, which must then be real.
+    """
     import onnx
 
+    from ltexport.export import sink_window_onnx as swo
+    from ltexport.export import weight_data
+
+    if weights is None:
+        weights = _own_weights(hybrid)
+    with _fake_parameters(hybrid):
+        program = _trace(hybrid)
+    placeholders = weight_data.take_placeholders(program.model, hybrid.source_names, weights.names(), _WRAPPER_PREFIX)
+    with weight_data.quiet_optimizer():
+        program.optimize()  # the exporter's own optimizer, run here with weight values hidden
+    weight_data.write_data(program.model, placeholders, weights, out_dir / DATA_FILE)
+    model = swo.finalize_model(program.model_proto, check=False)  # the proto holds no weight bytes
+    _check_nodes(model, hybrid.plan)
+    path = out_dir / MODEL_FILE
+    onnx.save_model(model, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+    return path
+
+
+def _trace(hybrid: HybridModel):
     from ltexport.export import sink_window_onnx as swo
 
     plan = hybrid.plan
@@ -53,19 +85,47 @@ def export_onnx(hybrid: HybridModel, out_dir: Path) -> Path:
     inputs, outputs = io_names(plan.num_layers)
     swo.register_schema()
     with torch.no_grad():
-        program = torch.onnx.export(
+        return torch.onnx.export(
             _ExportWrapper(hybrid).eval(), args, dynamo=True, opset_version=OPSET,
             input_names=inputs, output_names=outputs,
             dynamic_shapes=({0: batch, 1: seq}, {0: batch}, cache_dims),
-            custom_translation_table=swo.translation_table(), optimize=True, verbose=False,
+            custom_translation_table=swo.translation_table(), optimize=False, verbose=False,
         )
-    model = swo.finalize_model(program.model_proto)
-    _check_nodes(model, plan)
-    path = out_dir / MODEL_FILE
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=DATA_FILE, size_threshold=1024)
-    onnx.checker.check_model(str(path), full_check=True)
-    return path
+
+
+@contextmanager
+def _fake_parameters(module: nn.Module):
+    """Swap every parameter for a FakeTensor of its shape and dtype while tracing (tied ones stay
+    tied); buffers stay real, so RoPE's inv_freq is exported with its value."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    fakes, swapped = {}, []
+    for sub in module.modules():
+        for name, param in list(sub._parameters.items()):
+            if param is None:
+                continue
+            if id(param) not in fakes:
+                with mode:
+                    fakes[id(param)] = nn.Parameter(torch.empty(param.shape, dtype=param.dtype), requires_grad=False)
+            swapped.append((sub, name, param))
+            sub._parameters[name] = fakes[id(param)]
+    try:
+        yield
+    finally:
+        for sub, name, param in swapped:
+            sub._parameters[name] = param
+
+
+def _own_weights(hybrid: HybridModel):
+    from ltexport.models.weights import StateDictWeights
+
+    tensors = {}
+    for name, param in hybrid.named_parameters(remove_duplicate=False):
+        if param.is_meta:
+            raise ValueError(f"{name} has no data: pass `weights` to export a skeleton")
+        tensors.update((source, param.detach()) for source in hybrid.source_names[name])
+    return StateDictWeights(tensors)
 
 
 def _grow(cache: torch.Tensor, length: int) -> torch.Tensor:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ltexport.hybrid.attention_hook import LayerCache, install
+from ltexport.models.skeleton import shared_names
 from ltexport.plan.schema import Plan
 
 
@@ -22,6 +23,8 @@ class HybridModel(nn.Module):
         self.embed_tokens, self.layers, self.norm = decoder.embed_tokens, decoder.layers, decoder.norm
         self.rotary_emb, self.lm_head = decoder.rotary_emb, hf_model.lm_head
         self.plan = plan
+        # hybrid parameter name -> its checkpoint name(s): the exporter streams weights by these
+        self.source_names = shared_names(hf_model, self)
 
     def forward(self, input_ids, past_len, *past):
         """input_ids [B,T] int64, past_len [B] int64, past: flat caches (see caches.py).

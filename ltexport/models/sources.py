@@ -4,6 +4,7 @@
 plans and arguments are checked before anything large is loaded.
 """
 
+import copy
 import importlib.util
 import json
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ BASE_DEFAULTS = {
     "tolerances": {"fp32": {"atol": 1e-4, "rtol": 1e-4}, "fp16": {"atol": 2e-2, "rtol": 2e-2},
                    "bf16": {"atol": 1e-1, "rtol": 1e-1}},
 }
+# Any of these makes a directory loadable by AutoTokenizer.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
 # Tiny models are tested at short contexts: a small window so the ring actually wraps.
 TINY_DEFAULTS = dict(BASE_DEFAULTS, sink=2, window=14, calib_tokens=256)
 
@@ -69,25 +72,49 @@ class ModelSource:
     def spec(self) -> ModelSpec:
         return spec_from_config(self.config)
 
-    def load_model(self, dtype: str = "fp32"):
-        """The original transformers model in eval mode (weights loaded now)."""
-        import torch
+    def load_model(self, dtype: str = "fp32", num_layers: int | None = None):
+        """The original transformers model in eval mode, weights loaded now tensor by tensor.
+
+        `num_layers`: only the first layers (+ final norm + lm_head), loading only their weights.
+        """
+        from ltexport.models.skeleton import load_weights
 
         self.spec()  # refuse unsupported architectures before loading weights
-        torch_dtype = torch_dtype_of(dtype)
+        return load_weights(self.skeleton(dtype, num_layers), self.weights(), torch_dtype_of(dtype), str(self.path or self.name))
+
+    def skeleton(self, dtype: str = "fp32", num_layers: int | None = None):
+        """The model with meta parameters (no memory) and real buffers: what the exporter traces."""
+        from ltexport.models.skeleton import empty_model, truncated_config
+
+        return empty_model(truncated_config(self.config, num_layers), torch_dtype_of(dtype))
+
+    def weights(self):
+        """Checkpoint tensors by name: streamed from safetensors, or the in-memory model's state dict
+        for sources without safetensors (tiny built-ins, GGUF, both small)."""
+        from ltexport.models.weights import SafetensorsWeights, StateDictWeights
+
+        if self.kind == "tiny" or self.gguf_file is not None:
+            return StateDictWeights(self._memory_model.state_dict())
+        _require_safetensors(self.path)
+        return SafetensorsWeights(self.path)
+
+    @cached_property
+    def _memory_model(self):
+        """Tiny: the seeded random model; GGUF: dequantized by transformers (fp32, loaded once)."""
+        import torch
+
         if self.kind == "tiny":
-            model = _tiny_model(self.config)
-            return model.to(torch_dtype).eval()
+            return _tiny_model(copy.deepcopy(self.config)).eval()
         from transformers import AutoModelForCausalLM
 
-        if self.gguf_file is None:
-            _require_safetensors(self.path)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(self.path), gguf_file=self.gguf_file, dtype=torch_dtype,
-            trust_remote_code=self.trust_remote_code, use_safetensors=self.gguf_file is None,
-            attn_implementation="sdpa",
-        )
-        return model.eval()
+        return AutoModelForCausalLM.from_pretrained(
+            str(self.path), gguf_file=self.gguf_file, dtype=torch.float32, trust_remote_code=self.trust_remote_code,
+        ).eval()
+
+    def has_tokenizer(self) -> bool:
+        if self.kind == "tiny" or self.gguf_file is not None:
+            return True
+        return any((self.path / f).is_file() for f in _TOKENIZER_FILES)
 
     def load_tokenizer(self):
         if self.kind == "tiny":

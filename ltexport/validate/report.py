@@ -33,21 +33,35 @@ def make_report(comparison, *, backend: str, dtype: str, drift: dict, timings: d
             "timings_s": {k: round(v, 3) for k, v in timings.items()}, "versions": versions()}
 
 
-def write_report(out_dir: Path, report: dict, comparison=None) -> None:
+def write_report(out_dir: Path, report: dict, comparison=None, polygraphy_dir: Path | None = None) -> None:
+    """polygraphy_dir: beside the graph that was compared (OUT, or OUT/validation for a prefix)."""
     write_text_atomic(out_dir / REPORT_JSON, json.dumps(report, indent=1) + "\n")
     write_text_atomic(out_dir / REPORT_MD, format_markdown(report))
     if comparison is not None and comparison.first_results is not None:
         from polygraphy.json import save_json
 
+        polygraphy_dir = polygraphy_dir or out_dir
         # The prefill step only: decode steps would make the file grow with every cached token.
-        save_json([comparison.first_feed], str(out_dir / POLYGRAPHY_INPUTS))
-        comparison.first_results.save(str(out_dir / POLYGRAPHY_OUTPUTS))
+        save_json([comparison.first_feed], str(polygraphy_dir / POLYGRAPHY_INPUTS))
+        comparison.first_results.save(str(polygraphy_dir / POLYGRAPHY_OUTPUTS))
+
+
+def _scope_lines(scope: dict) -> list[str]:
+    prompt = [] if scope.get("prompt", "tokenizer") == "tokenizer" else [f"Prompt token ids: {scope['prompt']}.", ""]
+    if scope.get("kind") != "prefix":
+        return ["Scope: the whole model (`model.onnx`).", "", *prompt]
+    same = scope.get("weights_identical_to_model_onnx")
+    return [f"Scope: **a prefix** — the first {scope['layers']} of {scope['model_layers']} layers (+ final norm + lm_head; "
+            f"lazy layers among them: {scope['lazy_layers_validated'] or 'none'}), exported from the same checkpoint by the "
+            f"same exporter as `{scope['graph']}`, not `model.onnx` itself ({scope['reason']}). Its weights are "
+            f"{'byte-identical to' if same else 'NOT identical to'} those tensors in `model.onnx.data`.", "", *prompt]
 
 
 def format_markdown(report: dict) -> str:
     lines = [f"# ltexport validation: {report['status'].upper()}", "",
              f"backend `{report['backend']}`, dtype `{report['dtype']}`; compared against the PyTorch hybrid "
              f"reference ({report['scope'].get('prompt_tokens')} prompt tokens, {report['scope'].get('decode_steps')} decode steps)", "",
+             *_scope_lines(report["scope"]),
              "| check | max abs diff | max rel diff | atol | rtol | passed |", "|---|---|---|---|---|---|"]
     for c in report["checks"]:
         lines.append(f"| {c['name']} | {c['max_abs_diff']:.3g} | {c['max_rel_diff']:.3g} | {c['atol']:g} | {c['rtol']:g} | "
@@ -60,7 +74,7 @@ def format_markdown(report: dict) -> str:
     d = report.get("quality_drift_vs_original") or {}
     if d:
         lines += ["", "## Quality cost of the conversion (information, not a gate)", "",
-                  f"Hybrid vs the original full-attention model over {d['steps']} greedy steps: "
+                  f"Hybrid vs the original full-attention model{' (both cut to the validated prefix)' if report['scope'].get('kind') == 'prefix' else ''} over {d['steps']} greedy steps: "
                   f"max logit difference {d['max_abs_logit_diff']:.3g}, top-1 agreement {d['top1_agreement']:.1%}."]
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()), ""]
     return "\n".join(lines)

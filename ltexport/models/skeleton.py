@@ -1,0 +1,92 @@
+"""Models without weights ("skeletons"), and filling them from a weight source tensor by tensor.
+
+A skeleton is the transformers model with its parameters on the meta device (no memory) and its
+buffers real: RoPE's inv_freq is computed from the config and is in no checkpoint. The exporter
+traces a skeleton; the reference is a skeleton whose parameters were then loaded.
+"""
+
+import copy
+
+import torch
+from torch import nn
+
+from ltexport.errors import LtexportError
+
+
+def empty_model(config, dtype: torch.dtype):
+    import transformers
+    from accelerate import init_empty_weights
+
+    from ltexport.models.adapters import adapter_for
+
+    model_cls = getattr(transformers, adapter_for(config).architecture)
+    config = copy.deepcopy(config)  # models set their attention implementation on their config
+    with init_empty_weights(include_buffers=False):
+        model = model_cls._from_config(config, dtype=dtype, attn_implementation="sdpa")
+    model.tie_weights()  # accelerate's empty init leaves tied parameters as separate meta tensors
+    return model.eval()
+
+
+def truncated_config(config, num_layers: int | None):
+    """The config of the first `num_layers` decoder layers (+ final norm + lm_head); None: all."""
+    if num_layers is None or num_layers == config.num_hidden_layers:
+        return config
+    config = copy.deepcopy(config)
+    config.num_hidden_layers = num_layers
+    if isinstance(getattr(config, "layer_types", None), list):  # per-layer attention kinds (Qwen2)
+        config.layer_types = config.layer_types[:num_layers]
+    return config
+
+
+def shared_names(source_model: nn.Module, model: nn.Module) -> dict[str, list[str]]:
+    """Each parameter of `model` -> every name the same tensor has in `source_model`'s state dict.
+
+    Tied embeddings give one tensor two names (model.embed_tokens.weight, lm_head.weight); a
+    checkpoint may hold either.
+    """
+    by_tensor: dict[int, list[str]] = {}
+    for name, param in source_model.named_parameters(remove_duplicate=False):
+        by_tensor.setdefault(id(param), []).append(name)
+    return {name: by_tensor.get(id(param), [name]) for name, param in model.named_parameters(remove_duplicate=False)}
+
+
+def pick_name(names: list[str], available: set[str], where: str) -> str:
+    for name in names:
+        if name in available:
+            return name
+    raise LtexportError(f"{where} has no tensor {' or '.join(names)}; is it a checkpoint of this model's architecture?")
+
+
+def load_weights(model: nn.Module, weights, dtype: torch.dtype, where: str = "the checkpoint") -> nn.Module:
+    """Replace every (meta) parameter of `model` by its tensor from `weights`, converted to `dtype`."""
+    names = shared_names(model, model)
+    available = weights.names()
+    loaded: dict[int, nn.Parameter] = {}
+    for module_name, module in model.named_modules():
+        for param_name, param in list(module._parameters.items()):
+            if param is None:
+                continue
+            if id(param) not in loaded:
+                full_name = f"{module_name}.{param_name}" if module_name else param_name
+                source = pick_name(names[full_name], available, where)
+                loaded[id(param)] = nn.Parameter(checked(weights.get(source), param, source, dtype), requires_grad=False)
+            module._parameters[param_name] = loaded[id(param)]
+    return model
+
+
+def checked(tensor: torch.Tensor, like: torch.Tensor, name: str, dtype: torch.dtype) -> torch.Tensor:
+    return check_shape(tensor, tuple(like.shape), name).to(dtype)
+
+
+def check_shape(tensor: torch.Tensor, shape: tuple, name: str) -> torch.Tensor:
+    if tuple(tensor.shape) != tuple(shape):
+        raise LtexportError(
+            f"checkpoint tensor {name} has shape {list(tensor.shape)} but the config expects {list(shape)}; "
+            "check that config.json belongs to these weights"
+        )
+    return tensor
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Distinct parameters (tied ones once), from a skeleton: shapes only."""
+    return sum(p.numel() for p in model.parameters())
