@@ -33,7 +33,7 @@ def _log(message: str) -> None:
 @click.option("--depths", default="0.1,0.5,0.9", show_default=True, help="Needle depths (0 = start, 1 = end).")
 @click.option("--digits", type=int, default=5, show_default=True, help="Digits of the passkey.")
 @click.option("--ppl-tokens", type=int, help="Tokens scored at the end of each context [default: 256 or half the shortest].")
-@click.option("--prefill-chunk", type=click.IntRange(min=0), default=512, show_default=True,
+@click.option("--prefill-chunk", type=click.IntRange(min=0), default=1024, show_default=True,
               help="Prompt chunk size (memory); 0 = whole prompt in one call.")
 @click.option("--sink", type=int, help="For --lazy-fractions (default: the model's recipe).")
 @click.option("--window", type=int, help="For --lazy-fractions (default: the model's recipe).")

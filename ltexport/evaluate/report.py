@@ -11,7 +11,8 @@ How to read this
   the context; the model must repeat it (greedy decoding{chat}). One key per cell; accuracy = share of
   cells answered exactly.
 - ppl: decode-time perplexity on Python documentation disjoint from the calibration text: the last
-  {ppl_tokens} tokens of each context, scored as if generated (lazy layers see sink + window only).
+  {ppl_tokens} tokens of each context, each scored as if generated (lazy layers see their sink + window
+  ring only), teacher-forced. The prompt before them is prefilled as deployed.
 - Contexts <= sink + window evict nothing: the hybrid must equal the original there (a control).
 - drop: vs the original, over contexts > sink + window only: passkey in accuracy points
   (100 x (acc_original - acc)), ppl in percent (100 x (ppl / ppl_original - 1), worst context).
@@ -84,14 +85,27 @@ def plot_passkey(results: dict, path: Path) -> None:
         ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
         for i, row in enumerate(grid):
             for j, value in enumerate(row):
-                ax.text(j, i, "ok" if value == 1 else ("fail" if value == 0 else f"{value:.0%}"), ha="center", va="center", fontsize=9)
-        ax.set_xticks(range(len(s["contexts"])), [str(c) for c in s["contexts"]])
+                ax.text(j, i, _annotation(v, s["contexts"][j], s["depths"][i], value), ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(s["contexts"])), [_context_label(v, c) for c in s["contexts"]])
         ax.set_yticks(range(len(s["depths"])), [f"{d:g}" for d in s["depths"]])
         ax.set_xlabel("context (tokens)")
         ax.set_title(f"{v['name']}\n{len(v['lazy_layers'])} lazy layers, acc {v['passkey']['accuracy']:.0%}", fontsize=9)
     axes[0][0].set_ylabel("needle depth")
     fig.suptitle(f"{results['model']}: passkey retrieval (green = exact answer)", fontsize=10)
     _save(fig, path, plt)
+
+
+def _annotation(v: dict, context: int, depth: float, value: float) -> str:
+    cells = [c for c in v["passkey"]["cells"] if c["context"] == context and c["depth"] == depth]
+    if len(cells) != 1:
+        return f"{value:.0%}"
+    c = cells[0]
+    return f"ok\n{c['key']}" if c["correct"] else f"fail\n{c['key']} -> {c['answer'] or '?'}"
+
+
+def _context_label(v: dict, context: int) -> str:
+    control = v["lazy_layers"] and context <= v["sink"] + v["window"]
+    return f"{context}\n(control)" if control else str(context)
 
 
 def _value(v: dict, context: int, depth: float) -> float:
@@ -103,12 +117,15 @@ def plot_perplexity(results: dict, path: Path) -> None:
     plt = _pyplot()
     s = results["settings"]
     variants = sorted(results["variants"], key=lambda v: v["lazy_fraction"])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for c in s["contexts"]:
+    original = results["variants"][0]["perplexity"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for c in map(str, s["contexts"]):
         xs = [v["lazy_fraction"] for v in variants]
-        left.plot(xs, [v["perplexity"][str(c)]["ppl"] for v in variants], "o-", label=f"context {c}")
-        right.plot(xs, [100 * v["passkey"]["by_context"][str(c)] for v in variants], "o-", label=f"context {c}")
-    left.set_ylabel(f"decode perplexity (last {s['ppl_tokens']} tokens)")
+        label = f"context {c} (original ppl {original[c]['ppl']:.2f})"
+        left.plot(xs, [100 * (v["perplexity"][c]["ppl"] / original[c]["ppl"] - 1) for v in variants], "o-", label=label)
+        right.plot(xs, [100 * v["passkey"]["by_context"][c] for v in variants], "o-", label=f"context {c}")
+    left.axhline(0, color="grey", lw=0.8)
+    left.set_ylabel(f"decode perplexity vs original (%), last {s['ppl_tokens']} tokens")
     right.set_ylabel("passkey accuracy (%)")
     right.set_ylim(-5, 105)
     for ax in (left, right):

@@ -32,7 +32,7 @@ class EvalConfig:
     depths: list[float] = field(default_factory=lambda: list(DEFAULT_DEPTHS))
     digits: int = 5
     ppl_tokens: int | None = None  # None: min(256, half the shortest context)
-    prefill_chunk: int = 512
+    prefill_chunk: int = 1024
     score_chunk: int = 256
     chat: bool | None = None  # None: the tokenizer's chat template when it has one
     seed: int = 0
@@ -108,7 +108,7 @@ def _build_variant(out: Path, spec) -> Variant:
         raise LtexportError(f"{out} was built for {info.get('backend')}; eval runs ONNX Runtime builds (ltexport build --backend ort)")
     plan = load_plan(out / "plan.json")
     plan.check_against(spec)
-    return ort_variant(f"build:{out.name}", out, plan)
+    return ort_variant(f"build:{out.name}", out, plan, spec.sliding_window)
 
 
 def _unique_names(variants: list[Variant]) -> list[Variant]:

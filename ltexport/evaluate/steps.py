@@ -13,7 +13,9 @@ Prefill keeps memory bounded by chunks, without changing what is computed:
 - streaming prefill (LightTransfer-Train): chunks through the variant's own step; the op's mask
   (j < S or j > p - W) is exactly what each token would see, whatever the chunk size.
 - prefill_chunk = 0: the prompt goes through the variant's step in one call (deployment's own
-  prefill, memory O(prompt^2)).
+  prefill, memory O(prompt^2)). Also used for dense variants of models with their own sliding
+  window shorter than the prompt (Mistral v0.1): the original masks beyond that window, the dense
+  sink+window op does not, so the original's caches would not be the variant's.
 """
 
 from dataclasses import dataclass, replace
@@ -29,10 +31,10 @@ class Variant:
     name: str
     plan: Plan
     step: object                  # prefill/decode as deployed
-    decode_view: object           # same weights; chunks of T > 1 get decode-time attention
-    decode_chunk: int             # 1 when no such view exists (dense ONNX builds)
+    view: object = None           # dense plans: same weights, chunks get decode-time attention (see view_plan)
     backend: str = "torch"
     origin: str | None = None     # plan file or build directory
+    model_window: int | None = None  # the original model's own sliding window, if any
 
     @property
     def lazy_fraction(self) -> float:
@@ -56,17 +58,24 @@ def torch_variant(name: str, model, plan: Plan, origin: str | None = None) -> Va
     from ltexport.hybrid.step import TorchStep
 
     step = TorchStep(HybridModel(model, plan))
-    view = step if plan.prefill == "streaming" else TorchStep(HybridModel(model, replace(plan, prefill="streaming")))
-    return Variant(name, plan, step, view, decode_chunk=0, origin=origin)
+    view = TorchStep(HybridModel(model, view_plan(plan))) if plan.prefill == "dense" else None
+    windows = [w for w in step.hybrid.sliding_windows if w]
+    return Variant(name, plan, step, view, origin=origin, model_window=min(windows, default=None))
 
 
-def ort_variant(name: str, build_dir, plan: Plan) -> Variant:
+def view_plan(plan: Plan) -> Plan:
+    """A one-token decode step of a dense plan attends the S+W ring plus itself: sink + the last W+1
+    positions. Streaming with window W+1 gives every token of a chunk exactly that (its ring layout
+    differs, so its caches must be transplanted for it)."""
+    return replace(plan, prefill="streaming", window=plan.window + 1)
+
+
+def ort_variant(name: str, build_dir, plan: Plan, model_window: int | None = None) -> Variant:
     from ltexport.backends.ort.session import OrtStep
 
     step = OrtStep(build_dir / "model.onnx")
-    # A dense graph attends densely within a chunk: decode-time attention needs one token per call.
-    return Variant(name, plan, step, step, decode_chunk=0 if plan.prefill == "streaming" else 1,
-                   backend="ort", origin=str(build_dir))
+    # No view: a dense graph attends densely within a chunk, so it scores one token per call.
+    return Variant(name, plan, step, backend="ort", origin=str(build_dir), model_window=model_window)
 
 
 def no_lazy(plan: Plan) -> Plan:
@@ -133,13 +142,22 @@ def run_chunks(step, ids: list[int], past: int, caches, chunk: int, on_logits=No
     return np.asarray(logits)[0, -1], past_len, caches
 
 
+def can_transplant(variant: Variant, length: int) -> bool:
+    """Is the variant's dense prefill of `length` tokens exactly the original model's?"""
+    if not variant.plan.lazy_layers:
+        return True
+    window_ok = variant.model_window is None or length <= variant.model_window
+    return variant.plan.prefill == "dense" and window_ok
+
+
 def prefill(variant: Variant, ids: list[int], chunk: int, shared: SharedPrefill):
     """The prompt as the variant's deployment would process it; (last logits, past_len, caches)."""
-    if variant.plan.prefill == "dense" and chunk > 0:
+    if chunk > 0 and can_transplant(variant, len(ids)):
         logits, layers = shared.get()
         dtype = variant.step.empty_caches(1)[0].dtype
         return logits, np.array([len(ids)], dtype=np.int64), transplant(layers, variant.plan, len(ids), dtype)
-    return run_chunks(variant.step, ids, 0, variant.step.empty_caches(1), chunk)
+    one_call = variant.plan.prefill == "dense"  # chunks would change what dense lazy layers see
+    return run_chunks(variant.step, ids, 0, variant.step.empty_caches(1), 0 if one_call else chunk)
 
 
 def greedy(step, logits, past_len, caches, max_new_tokens: int, eos_id: int | None) -> list[int]:
