@@ -178,11 +178,11 @@ def _measure(config: BenchConfig, workers: list[Worker], todo: list[dict]) -> li
     rows = []
     for point in todo:
         runs = {w.name: [] for w in workers}
-        for _ in range(config.repeats):
+        for rep in range(config.repeats):
             for w in workers:  # round-robin: every variant sees the same load
                 bar.set_postfix_str(f"{w.name} ctx {point['context']} batch {point['batch']}")
-                runs[w.name].append(w.ask({**point, "decode_steps": config.decode_steps,
-                                           "prefill_chunk": config.prefill_chunk}))
+                runs[w.name].append(w.ask({**point, "prefill": point["prefill"] and rep == 0,  # prefill once
+                                           "decode_steps": config.decode_steps, "prefill_chunk": config.prefill_chunk}))
                 bar.update(1)
         rows += [_median(name, r) for name, r in runs.items()]
     bar.close()
@@ -192,9 +192,8 @@ def _measure(config: BenchConfig, workers: list[Worker], todo: list[dict]) -> li
 def _median(variant: str, runs: list[dict]) -> dict:
     row = dict(runs[0], variant=variant, repeats=len(runs))
     row["decode_s"] = statistics.median(r["decode_s"] for r in runs)
+    row["decode_tokens_per_s_runs"] = [round(r["decode_tokens_per_s"], 3) for r in runs]
     row["decode_tokens_per_s"] = statistics.median(r["decode_tokens_per_s"] for r in runs)
-    if row["prefill_s"] is not None:
-        row["prefill_s"] = statistics.median(r["prefill_s"] for r in runs)
     row["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in runs)
     return row
 

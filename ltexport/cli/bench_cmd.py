@@ -24,7 +24,7 @@ def _log(message: str) -> None:
 @click.option("--batch-context", type=int, help="Context of the batch sweep [default: largest context <= 4096].")
 @click.option("--decode-steps", type=int, default=16, show_default=True)
 @click.option("--prefill-chunk", type=int, default=1024, show_default=True)
-@click.option("--repeats", type=int, default=1, show_default=True, help="Round-robin repeats per point (median).")
+@click.option("--repeats", type=int, default=1, show_default=True, help="Round-robin decode repeats per point (median; prefill runs once).")
 @click.option("--no-transformers", is_flag=True, help="Skip transformers' generate.")
 @click.option("--threads", type=int, help="Intra-op threads for ONNX Runtime (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json to stdout instead of the tables.")
