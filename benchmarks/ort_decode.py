@@ -33,6 +33,13 @@ def make_plan(model: str, path: Path) -> Path:
     return path
 
 
+def fit_contexts(model: str, text: str, decode_steps: int) -> list[int]:
+    from ltexport.models.sources import resolve
+
+    limit = resolve(model).spec().max_positions - decode_steps - 2
+    return sorted({min(int(c), limit) for c in text.split(",")})
+
+
 def summary(r: dict) -> str:
     rows = ["| variant | context | decode tok/s | KV cache | export s | export peak RSS | decode peak RSS |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -50,7 +57,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--plan", type=Path)
-    parser.add_argument("--contexts", default="2048,8192")
+    parser.add_argument("--contexts", default="2048,8192", help="Contexts beyond the model's positions are "
+                        "clipped to the longest that fits (8192 -> 8174 on SmolLM2).")
     parser.add_argument("--decode-steps", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--transformers", action="store_true", help="Also time transformers' generate.")
@@ -59,7 +67,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         plan = args.plan or make_plan(args.model, Path(tmp) / "plan.json")
         config = BenchConfig(model=args.model, plan_path=plan, backend="ort",
-                             contexts=[int(c) for c in args.contexts.split(",")], batches=[1],
+                             contexts=fit_contexts(args.model, args.contexts, args.decode_steps), batches=[1],
                              decode_steps=args.decode_steps, repeats=args.repeats, transformers=args.transformers,
                              log=lambda m: print(m, file=sys.stderr))
         results = bench(config)

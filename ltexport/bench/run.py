@@ -51,7 +51,7 @@ def check_config(config: BenchConfig, spec) -> tuple[list[int], int]:
         raise LtexportError(f"unknown backend {config.backend!r}; use one of {', '.join(BACKENDS)}")
     margin = config.decode_steps + 2
     limit = spec.max_positions - margin if spec.max_positions else None
-    contexts = config.contexts or [c for c in DEFAULT_CONTEXTS if limit is None or c <= limit] or [limit]
+    contexts = config.contexts or default_contexts(limit)
     if limit is not None and max(contexts) > limit:
         raise LtexportError(f"context {max(contexts)} + {margin} decode tokens exceeds the model's "
                             f"{spec.max_positions} positions; lower --contexts")
@@ -63,6 +63,17 @@ def check_config(config: BenchConfig, spec) -> tuple[list[int], int]:
         if value < 1:
             raise LtexportError(f"{name} must be >= 1, got {value}")
     return contexts, batch_context
+
+
+def default_contexts(limit: int | None) -> list[int]:
+    """DEFAULT_CONTEXTS; one beyond the model's positions becomes the longest that fits (8192 -> 8174
+    for an 8K model decoding 16 tokens), so the longest context the model supports is measured."""
+    if limit is None:
+        return list(DEFAULT_CONTEXTS)
+    fit = [c for c in DEFAULT_CONTEXTS if c <= limit]
+    if any(c > limit for c in DEFAULT_CONTEXTS) and limit > max(fit, default=0):
+        fit.append(limit)
+    return fit
 
 
 def points(contexts: list[int], batches: list[int], batch_context: int) -> list[dict]:

@@ -17,6 +17,7 @@ from ltexport.bench import memory
 
 
 def main(spec_path: str) -> None:
+    _exit_with_parent()
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     spec = json.loads(open(spec_path).read())
@@ -30,6 +31,20 @@ def main(spec_path: str) -> None:
         if command["op"] == "quit":
             break
         proto.write(json.dumps(measure_point(runner, **command["args"])) + "\n")
+
+
+def _exit_with_parent() -> None:
+    """A killed parent cannot close our stdin while we compute: leave when it is gone."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def export_all(spec: dict) -> dict:
