@@ -10,6 +10,9 @@ How to read this
 - All variants were measured in this one run, round-robin per point, each in its own process
   (peak RSS is that process's: weights + caches + activations; 'per point' when the OS allows
   resetting the peak, otherwise cumulative). The machine may be shared: compare ratios, not absolutes.
+- load: the highest 1-minute load average seen at the end of the point's runs; with more runnable
+  threads than cores (here {cpus}) timings of that point are unreliable, OpenMP ones (transformers)
+  most of all.
 - decode tok/s: batch x {steps} greedy steps / their time, from caches of `context` tokens (filled
   with zeros: a step's cost does not depend on cache values), after one untimed warm-up step.
 - prefill s: one sequence of `context` random tokens, batch 1; hybrid/no-lazy in chunks of {chunk}
@@ -36,23 +39,25 @@ def format_markdown(r: dict) -> str:
                            _x(sp["vs_transformers"]), _x(sp["bound"]), _mib(h["kv_cache_bytes"]),
                            _mib(n["kv_cache_bytes"]) if n else "-"]))
     lines += ["", "## Every point", ""]
-    head = ["variant", "context", "batch", "prefill s", "decode tok/s", "KV cache", "peak RSS", "bound MiB/step"]
+    head = ["variant", "context", "batch", "prefill s", "decode tok/s", "KV cache", "peak RSS", "bound MiB/step", "load"]
     lines += [_row(head), _row(["---"] * len(head))]
     for x in r["points"]:
         lines.append(_row([x["variant"], str(x["context"]), str(x["batch"]),
                            "-" if x["prefill_s"] is None else f"{x['prefill_s']:.2f}", _tps(x),
-                           _mib(x["kv_cache_bytes"]), _mib(x["peak_rss_bytes"]), _mib(x["bound_bytes_per_step"])]))
+                           _mib(x["kv_cache_bytes"]), _mib(x["peak_rss_bytes"]), _mib(x["bound_bytes_per_step"]),
+                           _load([x.get("load_average_1min")])]))
     if r.get("export"):
         lines += ["", "## Export (ONNX)", "", _row(["variant", "export s", "export peak RSS", "load s"]), _row(["---"] * 4)]
         for name in ("hybrid", "no-lazy"):
             v = r["variants"][name]
             lines.append(_row([name, f"{v['export_s']:.1f}", _mib(v["peak_rss_bytes"]), f"{v['load_s']:.1f}"]))
-    lines += ["", NOTES.format(steps=r["settings"]["decode_steps"], chunk=r["settings"]["prefill_chunk"])]
+    lines += ["", NOTES.format(steps=r["settings"]["decode_steps"], chunk=r["settings"]["prefill_chunk"],
+                               cpus=r["machine"]["cpu_count"])]
     return "\n".join(lines).rstrip() + "\n"
 
 
 def _load(value) -> str:
-    return "n/a" if not value else f"{value[0]:.1f}"
+    return "n/a" if not value or value[0] is None else f"{value[0]:.1f}"
 
 
 def _row(cells) -> str:

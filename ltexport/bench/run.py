@@ -206,6 +206,8 @@ def _median(variant: str, runs: list[dict]) -> dict:
     row["decode_tokens_per_s_runs"] = [round(r["decode_tokens_per_s"], 3) for r in runs]
     row["decode_tokens_per_s"] = statistics.median(r["decode_tokens_per_s"] for r in runs)
     row["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in runs)
+    loads = [r["load_average_1min"] for r in runs if r.get("load_average_1min") is not None]
+    row["load_average_1min"] = max(loads) if loads else None
     return row
 
 

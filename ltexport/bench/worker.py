@@ -89,6 +89,7 @@ def measure_point(runner, context: int, batch: int, decode_steps: int, prefill: 
     decode_s, cache_bytes = runner.decode(batch, context, decode_steps)
     result.update(decode_s=decode_s, decode_tokens_per_s=batch * decode_steps / decode_s,
                   kv_cache_bytes=cache_bytes, peak_rss_bytes=memory.peak_rss(), peak_rss_per_point=exact,
+                  load_average_1min=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
                   **runner.device_memory())
     return result
 

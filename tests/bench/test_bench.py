@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ltexport.bench.bound import step_bytes, weight_bytes_read
-from ltexport.bench.run import points, speedups
+from ltexport.bench.run import default_contexts, points, speedups
 from ltexport.plan.schema import Plan
 from tests.conftest import assert_user_error, run_cli
 
@@ -31,6 +31,12 @@ def test_points_context_sweep_then_batch_sweep():
     got = points([1024, 2048], [1, 4], 2048)
     assert [(p["context"], p["batch"], p["prefill"]) for p in got] == [
         (1024, 1, True), (2048, 1, True), (2048, 4, False)]
+
+
+def test_default_contexts_reach_the_model_limit():
+    assert default_contexts(None) == [1024, 2048, 4096, 8192]
+    assert default_contexts(8174) == [1024, 2048, 4096, 8174]   # SmolLM2: 8192 positions - 18 decode tokens
+    assert default_contexts(1006) == [1006]                      # tiny models
 
 
 def test_speedups_pair_variants_by_point():
