@@ -36,13 +36,20 @@ def parse_layers(text: str | None) -> list[int] | None:
 @click.option("--context", type=int, default=8192, show_default=True, help="Context for the KV-memory summary.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Also draw per-layer scores to this PNG.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow custom code from a model directory.")
+@click.option("--auto", is_flag=True, help="Choose the lazy fraction by evaluation (ltexport eval) within --max-drop.")
+@click.option("--max-drop", type=float, help="--auto: allowed passkey drop (points) and perplexity drop (%).")
+@click.option("--candidates", help="--auto: lazy fractions to try [default: 0.125,0.25,...,0.75].")
+@click.option("--eval-contexts", help="--auto: eval contexts [default: as ltexport eval].")
+@click.option("--eval-output", type=click.Path(path_type=Path), help="--auto: also write the eval tables and plots here.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("plan.json"), show_default=True)
 def plan_command(model_name, calib_path, calib_tokens, lazy_fraction, layers, sink, window, last_queries,
-                 prefill, context, plot_path, trust_remote_code, output):
+                 prefill, context, plot_path, trust_remote_code, auto, max_drop, candidates, eval_contexts,
+                 eval_output, output):
     """Measure lazy ratios on calibration text and write plan.json."""
     layer_list = parse_layers(layers)
     if layer_list is not None and lazy_fraction is not None:
         raise LtexportError("pass either --layers or --lazy-fraction, not both")
+    _check_auto(auto, max_drop, layer_list, lazy_fraction, candidates, eval_contexts, eval_output)
     source = resolve(model_name, trust_remote_code=trust_remote_code)
     d = source.defaults
     config = PlanConfig(
@@ -51,9 +58,50 @@ def plan_command(model_name, calib_path, calib_tokens, lazy_fraction, layers, si
         lazy_fraction=d["lazy_fraction"] if lazy_fraction is None else lazy_fraction,
         calib_tokens=d["calib_tokens"] if calib_tokens is None else calib_tokens,
     )
-    plan = make_plan(source, config, progress=lambda msg: click.echo(msg, err=True))
+    if auto:
+        plan = _auto(model_name, config, max_drop, candidates, eval_contexts, eval_output)
+    else:
+        plan = make_plan(source, config, progress=lambda msg: click.echo(msg, err=True))
     save_plan(plan, output)
     if plot_path:
         plot_scores(plan, plot_path)
     click.echo(format_summary(plan, context))
+    if auto:
+        from ltexport.evaluate.report import format_auto
+
+        click.echo(format_auto(plan.metadata["auto"]))
     click.echo(f"wrote {output}")
+
+
+def _check_auto(auto, max_drop, layers, lazy_fraction, candidates, eval_contexts, eval_output) -> None:
+    extras = [n for n, v in (("--max-drop", max_drop), ("--candidates", candidates),
+                             ("--eval-contexts", eval_contexts), ("--eval-output", eval_output)) if v is not None]
+    if not auto and extras:
+        raise LtexportError(f"{extras[0]} only applies with --auto")
+    if auto and (layers is not None or lazy_fraction is not None):
+        raise LtexportError("--auto chooses the lazy fraction itself; drop --layers/--lazy-fraction")
+    if auto and max_drop is None:
+        raise LtexportError("--auto needs --max-drop, e.g. --max-drop 5 (passkey points and perplexity percent)")
+
+
+def _auto(model_name, config, max_drop, candidates, eval_contexts, eval_output):
+    from ltexport.cli.eval_cmd import check_output_dir
+    from ltexport.evaluate.auto import DEFAULT_CANDIDATES, auto_plan
+    from ltexport.evaluate.report import write_outputs
+    from ltexport.evaluate.run import EvalConfig
+    from ltexport.evaluate.select import parse_fractions, parse_ints
+    from ltexport.staging import staged_dir
+
+    if eval_output is not None:
+        check_output_dir(eval_output, "eval.json")
+    fractions = parse_fractions(candidates, "--candidates", allow_zero=False) if candidates else list(DEFAULT_CANDIDATES)
+    eval_config = EvalConfig(model=model_name, lazy_fractions=fractions, plan_config=config,
+                             contexts=parse_ints(eval_contexts, "--eval-contexts") if eval_contexts else None,
+                             log=lambda msg: click.echo(msg, err=True))
+
+    def save_evidence(results):
+        if eval_output is not None:
+            with staged_dir(eval_output) as stage:
+                write_outputs(results, stage)
+
+    return auto_plan(eval_config, max_drop, on_results=save_evidence)

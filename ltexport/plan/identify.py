@@ -51,7 +51,8 @@ def choose_lazy_layers(scores: list[float], fraction: float) -> list[int]:
     return sorted(ranked[:count])
 
 
-def make_plan(source: ModelSource, config: PlanConfig, progress=print) -> Plan:
+def make_plan(source: ModelSource, config: PlanConfig, progress=print, model=None) -> Plan:
+    """`model`: the already loaded original model (fp32), to avoid loading it twice."""
     spec = source.spec()
     check_config(config, spec.num_layers, spec.max_positions)
     common = dict(model=spec.plan_header(), sink=config.sink, window=config.window, prefill=config.prefill)
@@ -67,7 +68,7 @@ def make_plan(source: ModelSource, config: PlanConfig, progress=print) -> Plan:
         )
     ids = ids[: config.calib_tokens]
     progress(f"measuring lazy ratios of {spec.num_layers} layers on {len(ids)} calibration tokens ...")
-    scores = _measure(source, ids, config)
+    scores = _measure(source, ids, config, model)
     calibration = {
         "method": "lazy-ratio", "tokens": len(ids), "last_queries": config.last_queries,
         "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
@@ -78,11 +79,11 @@ def make_plan(source: ModelSource, config: PlanConfig, progress=print) -> Plan:
                 scores=[round(s, 6) for s in scores], calibration=calibration, **common)
 
 
-def _measure(source: ModelSource, ids: list[int], config: PlanConfig) -> list[float]:
+def _measure(source: ModelSource, ids: list[int], config: PlanConfig, model=None) -> list[float]:
     import torch
 
     from ltexport.plan.lazy_ratio import measure_lazy_ratios
 
-    model = source.load_model("fp32")
+    model = model if model is not None else source.load_model("fp32")
     return measure_lazy_ratios(model, torch.tensor([ids]), sink=config.sink, window=config.window,
                                last_queries=config.last_queries)

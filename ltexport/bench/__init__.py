@@ -1,0 +1,1 @@
+"""Speed and memory evidence: the hybrid vs the same model with no lazy layers vs transformers' generate."""

@@ -1,0 +1,26 @@
+"""The physical bound of a decode step: every weight and every cached key/value is read once.
+
+At small batch a decode step is memory-bound, so time ~ bytes read / bandwidth and the bound's
+predicted speedup of the hybrid over the no-lazy model is bytes(no-lazy) / bytes(hybrid). It ignores
+compute, kernel overheads and the cache copies the exported graph makes (ONNX Runtime writes each
+present cache anew every step); measured speedups below it show how much of it an engine realises.
+"""
+
+from ltexport.plan.schema import Plan
+from ltexport.plan.summary import kv_cache_bytes
+
+
+def weight_bytes_read(model) -> int:
+    """Parameter bytes one decode step reads: all of them, except an untied embedding table (only
+    the batch's rows are gathered). A tied table is read whole by the LM head."""
+    params = {id(p): p for p in model.parameters()}
+    total = sum(p.numel() * p.element_size() for p in params.values())
+    embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    if embed is not head:
+        total -= embed.numel() * embed.element_size()
+    return total
+
+
+def step_bytes(weight_bytes: int, plan: Plan, context: int, batch: int, element_bytes: int) -> int:
+    """Bytes read by one decode step at `context` cached tokens for `batch` sequences."""
+    return weight_bytes + batch * kv_cache_bytes(plan, context, element_bytes, hybrid=bool(plan.lazy_layers))

@@ -1,0 +1,260 @@
+"""`ltexport bench`: decode speed, prefill latency, KV-cache bytes and peak RSS of three variants,
+measured in one run on one machine:
+- hybrid: the plan as given;
+- no-lazy: the same model and engine with no lazy layers (what the hybrid is compared with);
+- transformers: the original model under transformers' own `generate`.
+Each variant lives in its own worker process (worker.py); points run round-robin across variants,
+so all variants see the same machine load at roughly the same time.
+"""
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ltexport.bench.bound import step_bytes
+from ltexport.errors import LtexportError
+from ltexport.plan.schema import Plan, load_plan, save_plan
+from ltexport.progress import progress
+
+FORMAT = "ltexport-bench"
+BACKENDS = ("ort", "torch")
+DEFAULT_CONTEXTS = (1024, 2048, 4096, 8192)
+DEFAULT_BATCHES = (1, 4, 8)
+VARIANTS = ("hybrid", "no-lazy", "transformers")
+
+
+@dataclass
+class BenchConfig:
+    model: str
+    plan_path: Path
+    backend: str = "ort"
+    contexts: list[int] | None = None      # batch 1, with prefill
+    batches: list[int] = field(default_factory=lambda: list(DEFAULT_BATCHES))
+    batch_context: int | None = None       # context of the batch sweep (None: largest context <= 4096)
+    decode_steps: int = 16
+    prefill_chunk: int = 1024
+    repeats: int = 1
+    transformers: bool = True
+    threads: int | None = None
+    show_progress: bool = True
+    log: object = field(default=print, repr=False)
+
+
+def check_config(config: BenchConfig, spec) -> tuple[list[int], int]:
+    if config.backend not in BACKENDS:
+        raise LtexportError(f"unknown backend {config.backend!r}; use one of {', '.join(BACKENDS)}")
+    margin = config.decode_steps + 2
+    limit = spec.max_positions - margin if spec.max_positions else None
+    contexts = config.contexts or default_contexts(limit)
+    if limit is not None and max(contexts) > limit:
+        raise LtexportError(f"context {max(contexts)} + {margin} decode tokens exceeds the model's "
+                            f"{spec.max_positions} positions; lower --contexts")
+    batch_context = config.batch_context or max([c for c in contexts if c <= 4096] or [min(contexts)])
+    if limit is not None and batch_context > limit:
+        raise LtexportError(f"--batch-context {batch_context} exceeds the model's positions; lower it")
+    for name, value in (("--decode-steps", config.decode_steps), ("--prefill-chunk", config.prefill_chunk),
+                        ("--repeats", config.repeats)):
+        if value < 1:
+            raise LtexportError(f"{name} must be >= 1, got {value}")
+    return contexts, batch_context
+
+
+def default_contexts(limit: int | None) -> list[int]:
+    """DEFAULT_CONTEXTS; one beyond the model's positions becomes the longest that fits (8192 -> 8174
+    for an 8K model decoding 16 tokens), so the longest context the model supports is measured."""
+    if limit is None:
+        return list(DEFAULT_CONTEXTS)
+    fit = [c for c in DEFAULT_CONTEXTS if c <= limit]
+    if any(c > limit for c in DEFAULT_CONTEXTS) and limit > max(fit, default=0):
+        fit.append(limit)
+    return fit
+
+
+def points(contexts: list[int], batches: list[int], batch_context: int) -> list[dict]:
+    """Context sweep at batch 1 (with prefill), then the batch sweep at one context; smallest first."""
+    chosen = {(c, 1): True for c in contexts}
+    for b in batches:
+        chosen.setdefault((batch_context, b), False)
+    return [{"context": c, "batch": b, "prefill": chosen[(c, b)]} for c, b in sorted(chosen, key=lambda p: (p[1], p[0]))]
+
+
+class Worker:
+    """A variant's process; JSON lines over its stdin/stdout, stderr to a log file."""
+
+    def __init__(self, name: str, spec: dict, tmp: Path):
+        self.name = name
+        spec_path = tmp / f"{name}.spec.json"
+        spec_path.write_text(json.dumps(spec))
+        self.log_path = tmp / f"{name}.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "ltexport.bench.worker", str(spec_path)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.log_path, "w"),
+                                     text=True, env=_child_env())
+
+    def read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            tail = [x for x in self.log_path.read_text().splitlines() if x.strip()][-1:] or ["no output"]
+            raise LtexportError(f"bench worker '{self.name}' stopped (exit {self.proc.returncode}: {tail[0][:300]}); "
+                                "lower --contexts/--batches if it ran out of memory")
+        return json.loads(line)
+
+    def ask(self, args: dict) -> dict:
+        self.proc.stdin.write(json.dumps({"op": "point", "args": args}) + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+
+
+def _child_env() -> dict:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def bench(config: BenchConfig) -> dict:
+    from ltexport.models.sources import resolve
+
+    source = resolve(config.model)
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    spec = source.spec()
+    plan = load_plan(config.plan_path)
+    plan.check_against(spec)
+    if not plan.lazy_layers:
+        raise LtexportError(f"{config.plan_path} has no lazy layers: nothing to compare; use a plan from `ltexport plan`")
+    contexts, batch_context = check_config(config, spec)
+    plans = {"hybrid": plan, "no-lazy": replace(plan, lazy_layers=[], scores=None, metadata={})}
+    with tempfile.TemporaryDirectory(prefix="ltexport-bench-") as tmp:
+        tmp = Path(tmp)
+        for name, p in plans.items():
+            save_plan(p, tmp / f"{name}.plan.json")
+        exports = _export(config, tmp) if config.backend == "ort" else {}
+        workers = _start_workers(config, tmp, spec.vocab_size)
+        try:
+            ready = {w.name: w.read() for w in workers}
+            measured = _measure(config, workers, points(contexts, config.batches, batch_context))
+        finally:
+            for w in workers:
+                w.close()
+    weight_bytes = next((r["weight_bytes"] for r in ready.values() if "weight_bytes" in r), exports.get("weight_bytes"))
+    results = _assemble(config, source, plans, contexts, batch_context, exports, ready, measured, weight_bytes)
+    results["machine"]["load_average_at_start"] = load_before
+    return results
+
+
+def _export(config: BenchConfig, tmp: Path) -> dict:
+    config.log(f"exporting the hybrid and the no-lazy model to ONNX in {tmp} ...")
+    spec = {"mode": "export", "model": config.model,
+            "exports": {n: {"plan": str(tmp / f"{n}.plan.json"), "out": str(tmp / n)} for n in ("hybrid", "no-lazy")}}
+    worker = Worker("export", spec, tmp)
+    try:
+        return worker.read()
+    finally:
+        worker.proc.wait()
+
+
+def _start_workers(config: BenchConfig, tmp: Path, vocab: int) -> list[Worker]:
+    common = {"mode": "serve", "model": config.model, "vocab_size": vocab, "threads": config.threads}
+    workers = []
+    for name in ("hybrid", "no-lazy"):
+        if config.backend == "ort":
+            spec = {**common, "kind": "ort", "onnx": str(tmp / name / "model.onnx")}
+        else:
+            spec = {**common, "kind": "torch", "plan": str(tmp / f"{name}.plan.json")}
+        workers.append(Worker(name, spec, tmp))
+    if config.transformers:
+        workers.append(Worker("transformers", {**common, "kind": "hf"}, tmp))
+    config.log(f"loading {len(workers)} variants in worker processes ...")
+    return workers
+
+
+def _measure(config: BenchConfig, workers: list[Worker], todo: list[dict]) -> list[dict]:
+    bar = progress(len(todo) * len(workers) * config.repeats, "bench", config.show_progress)
+    rows = []
+    for point in todo:
+        runs = {w.name: [] for w in workers}
+        for rep in range(config.repeats):
+            for w in workers:  # round-robin: every variant sees the same load
+                bar.set_postfix_str(f"{w.name} ctx {point['context']} batch {point['batch']}")
+                runs[w.name].append(w.ask({**point, "prefill": point["prefill"] and rep == 0,  # prefill once
+                                           "decode_steps": config.decode_steps, "prefill_chunk": config.prefill_chunk}))
+                bar.update(1)
+        rows += [_median(name, r) for name, r in runs.items()]
+    bar.close()
+    return rows
+
+
+def _median(variant: str, runs: list[dict]) -> dict:
+    row = dict(runs[0], variant=variant, repeats=len(runs))
+    row["decode_s"] = statistics.median(r["decode_s"] for r in runs)
+    row["decode_tokens_per_s_runs"] = [round(r["decode_tokens_per_s"], 3) for r in runs]
+    row["decode_tokens_per_s"] = statistics.median(r["decode_tokens_per_s"] for r in runs)
+    row["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in runs)
+    loads = [r["load_average_1min"] for r in runs if r.get("load_average_1min") is not None]
+    row["load_average_1min"] = max(loads) if loads else None
+    return row
+
+
+def _assemble(config, source, plans, contexts, batch_context, exports, ready, rows, weight_bytes) -> dict:
+    element = 4  # fp32 everywhere in the benchmark
+    for row in rows:
+        plan = plans["hybrid"] if row["variant"] == "hybrid" else plans["no-lazy"]
+        row["bound_bytes_per_step"] = step_bytes(weight_bytes, plan, row["context"], row["batch"], element)
+    variants = {name: {**info, **(exports.get("exports", {}).get(name, {}))} for name, info in ready.items()}
+    hybrid = plans["hybrid"]
+    return {
+        "format": FORMAT, "version": 1, "model": config.model, "source": source.describe(), "backend": config.backend,
+        "plan": {"path": str(config.plan_path), "lazy_layers": hybrid.lazy_layers, "num_layers": hybrid.num_layers,
+                 "sink": hybrid.sink, "window": hybrid.window, "prefill": hybrid.prefill},
+        "settings": {"contexts": contexts, "batches": config.batches, "batch_context": batch_context,
+                     "decode_steps": config.decode_steps, "prefill_chunk": config.prefill_chunk,
+                     "repeats": config.repeats, "dtype": "fp32", "threads": config.threads},
+        "machine": _machine(), "weight_bytes": weight_bytes,
+        "export": {k: v for k, v in exports.items() if k != "exports"} if exports else None,
+        "variants": variants, "points": rows, "speedups": speedups(rows),
+    }
+
+
+def speedups(rows: list[dict]) -> list[dict]:
+    """Per (context, batch): the hybrid's measured decode speedups and the bound's prediction."""
+    by_key = {(r["variant"], r["context"], r["batch"]): r for r in rows}
+    out = []
+    for r in rows:
+        if r["variant"] != "hybrid":
+            continue
+        base = by_key.get(("no-lazy", r["context"], r["batch"]))
+        hf = by_key.get(("transformers", r["context"], r["batch"]))
+        out.append({
+            "context": r["context"], "batch": r["batch"],
+            "vs_no_lazy": r["decode_tokens_per_s"] / base["decode_tokens_per_s"] if base else None,
+            "vs_transformers": r["decode_tokens_per_s"] / hf["decode_tokens_per_s"] if hf else None,
+            "bound": base["bound_bytes_per_step"] / r["bound_bytes_per_step"] if base else None,
+            "kv_ratio": r["kv_cache_bytes"] / base["kv_cache_bytes"] if base else None,
+        })
+    return out
+
+
+def _machine() -> dict:
+    import onnxruntime
+    import torch
+
+    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}

@@ -1,0 +1,182 @@
+"""What a worker times, per engine: chunked prefill of one sequence, and N greedy decode steps.
+
+Decode starts from caches of the right shapes filled with zeros at `context` cached tokens: the
+cost of a step does not depend on cache values, and this keeps prefill (batch x context tokens)
+out of the batch sweep. Each decode run has one untimed warm-up step first.
+"""
+
+import time
+
+import numpy as np
+
+VOCAB_LOW = 100  # token ids for synthetic prompts: clear of special tokens
+
+
+def _ids(rng, batch: int, length: int, vocab: int) -> np.ndarray:
+    return rng.integers(VOCAB_LOW, vocab, size=(batch, length), dtype=np.int64)
+
+
+class OrtRunner:
+    """The exported graph under ONNX Runtime (OrtStep), numpy in and out."""
+
+    def __init__(self, spec: dict):
+        from ltexport.backends.ort.session import OrtStep
+
+        self.step = OrtStep(spec["onnx"], threads=spec.get("threads"))
+        self.vocab = spec["vocab_size"]
+        self.rng = np.random.default_rng(0)
+        self.info = {"engine": "onnxruntime"}
+
+    def device_memory(self) -> dict:
+        return {}
+
+    def caches(self, batch: int, context: int) -> list[np.ndarray]:
+        # Full-layer inputs come out of empty_caches with 0 positions; lazy rings have S+W.
+        return [np.zeros(c.shape[:2] + (context,) + c.shape[3:], c.dtype) if c.shape[2] == 0 else
+                np.zeros((batch,) + c.shape[1:], c.dtype) for c in self.step.empty_caches(batch)]
+
+    def prefill(self, context: int, chunk: int) -> float:
+        ids = _ids(self.rng, 1, context, self.vocab)
+        caches, past = self.step.empty_caches(1), np.zeros(1, np.int64)
+        start = time.perf_counter()
+        for s in range(0, context, chunk):
+            _, past, caches = self.step(ids[:, s:s + chunk], past, caches)
+        return time.perf_counter() - start
+
+    def decode(self, batch: int, context: int, steps: int) -> tuple[float, int]:
+        caches = self.caches(batch, context)
+        cache_bytes = sum(c.nbytes for c in caches)
+        past = np.full(batch, context, np.int64)
+        ids = _ids(self.rng, batch, 1, self.vocab)
+        logits, past, caches = self.step(ids, past, caches)  # warm-up
+        start = time.perf_counter()
+        for _ in range(steps):
+            ids = np.asarray(logits)[:, -1].argmax(-1)[:, None].astype(np.int64)
+            logits, past, caches = self.step(ids, past, caches)
+        return time.perf_counter() - start, cache_bytes
+
+
+class TorchRunner:
+    """The PyTorch hybrid reference (HybridModel), on CUDA when present."""
+
+    def __init__(self, spec: dict):
+        import torch
+
+        from ltexport.bench.bound import weight_bytes_read
+        from ltexport.hybrid.model import HybridModel
+        from ltexport.models.sources import resolve
+        from ltexport.plan.schema import load_plan
+
+        self.torch = torch
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model = resolve(spec["model"]).load_model("fp32").to(self.device)
+        self.plan = load_plan(spec["plan"])
+        self.hybrid = HybridModel(model, self.plan).eval()
+        self.vocab = spec["vocab_size"]
+        self.rng = np.random.default_rng(0)
+        self.info = {"engine": f"torch ({self.device.type})", "weight_bytes": weight_bytes_read(model)}
+
+    def device_memory(self) -> dict:
+        if self.device.type != "cuda":
+            return {}
+        return {"cuda_peak_bytes": self.torch.cuda.max_memory_allocated()}
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+    def caches(self, batch: int, context: int):
+        m, torch = self.plan.model, self.torch
+        caches = []
+        for layer in range(self.plan.num_layers):
+            slots = self.plan.sink + self.plan.window if self.plan.is_lazy(layer) else context
+            caches += [torch.zeros(batch, m["num_kv_heads"], slots, m["head_dim"], device=self.device) for _ in range(2)]
+        return caches
+
+    def _tensor(self, array):
+        return self.torch.from_numpy(array).to(self.device)
+
+    def prefill(self, context: int, chunk: int) -> float:
+        with self.torch.no_grad():
+            ids = self._tensor(_ids(self.rng, 1, context, self.vocab))
+            caches, past = self.caches(1, 0), self.torch.zeros(1, dtype=self.torch.long, device=self.device)
+            if self.device.type == "cuda":
+                self.torch.cuda.reset_peak_memory_stats()
+            self._sync()
+            start = time.perf_counter()
+            for s in range(0, context, chunk):
+                _, past, *caches = self.hybrid(ids[:, s:s + chunk], past, *caches)
+            self._sync()
+            return time.perf_counter() - start
+
+    def decode(self, batch: int, context: int, steps: int) -> tuple[float, int]:
+        torch = self.torch
+        with torch.no_grad():
+            caches = self.caches(batch, context)
+            cache_bytes = sum(c.numel() * c.element_size() for c in caches)
+            past = torch.full((batch,), context, dtype=torch.long, device=self.device)
+            logits, past, *caches = self.hybrid(self._tensor(_ids(self.rng, batch, 1, self.vocab)), past, *caches)
+            self._sync()
+            start = time.perf_counter()
+            for _ in range(steps):
+                logits, past, *caches = self.hybrid(logits[:, -1:].argmax(-1), past, *caches)
+            self._sync()
+            return time.perf_counter() - start, cache_bytes
+
+
+class HfRunner(TorchRunner):
+    """transformers' own `generate` on the original model (its DynamicCache, its decode loop)."""
+
+    def __init__(self, spec: dict):
+        import torch
+
+        from ltexport.bench.bound import weight_bytes_read
+        from ltexport.models.sources import resolve
+
+        self.torch = torch
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = resolve(spec["model"]).load_model("fp32").to(self.device)
+        self.vocab = spec["vocab_size"]
+        self.rng = np.random.default_rng(0)
+        self.info = {"engine": f"transformers generate ({self.device.type})", "weight_bytes": weight_bytes_read(self.model)}
+
+    def _generate(self, ids, new_tokens: int, cache=None):
+        return self.model.generate(input_ids=ids, attention_mask=self.torch.ones_like(ids), past_key_values=cache,
+                                   max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                   pad_token_id=0)
+
+    def cache(self, batch: int, context: int):
+        from transformers import DynamicCache
+
+        c = self.model.config
+        heads = c.num_key_value_heads
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        cache = DynamicCache()
+        for layer in range(c.num_hidden_layers):
+            zeros = [self.torch.zeros(batch, heads, context, head_dim, device=self.device) for _ in range(2)]
+            cache.update(*zeros, layer)
+        return cache
+
+    def prefill(self, context: int, chunk: int) -> float:
+        """generate's own prefill (one call, chunk unused) plus its first token."""
+        with self.torch.no_grad():
+            ids = self._tensor(_ids(self.rng, 1, context, self.vocab))
+            self._sync()
+            start = time.perf_counter()
+            self._generate(ids, 1)
+            self._sync()
+            return time.perf_counter() - start
+
+    def decode(self, batch: int, context: int, steps: int) -> tuple[float, int]:
+        with self.torch.no_grad():
+            ids = self._tensor(_ids(self.rng, batch, context + 1, self.vocab))
+            self._generate(ids[:, -2:], 1, self.cache(batch, 1))  # warm-up on a tiny cache
+            cache = self.cache(batch, context)
+            cache_bytes = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+            self._sync()
+            start = time.perf_counter()
+            out = self._generate(ids, steps, cache)  # only the last id is uncached: `steps` decode steps
+            self._sync()
+            elapsed = time.perf_counter() - start
+        assert out.shape[1] == context + 1 + steps, out.shape
+        return elapsed, cache_bytes
