@@ -26,6 +26,13 @@ class HybridModel(nn.Module):
         # hybrid parameter name -> its checkpoint name(s): the exporter streams weights by these
         self.source_names = shared_names(hf_model, self)
 
+    @property
+    def sliding_windows(self) -> list[int | None]:
+        """The original model's own attention window per layer (Mistral, some Qwen2 layers), else None."""
+        config = self.layers[0].self_attn.config
+        default = getattr(config, "sliding_window", None) if config.model_type == "mistral" else None
+        return [getattr(layer.self_attn, "sliding_window", default) for layer in self.layers]
+
     def forward(self, input_ids, past_len, *past):
         """input_ids [B,T] int64, past_len [B] int64, past: flat caches (see caches.py).
         Returns logits [B,T,V], present_len [B], then the flat present caches."""
