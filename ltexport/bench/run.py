@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ltexport.bench.bound import step_bytes
 from ltexport.errors import LtexportError
-from ltexport.plan.schema import Plan, load_plan, save_plan
+from ltexport.plan.schema import load_plan, save_plan
 from ltexport.progress import progress
 
 FORMAT = "ltexport-bench"
