@@ -41,7 +41,7 @@ def fit_contexts(model: str, text: str, decode_steps: int) -> list[int]:
 
 
 def summary(r: dict) -> str:
-    rows = ["| variant | context | decode tok/s | KV cache | export s | export peak RSS | decode peak RSS |",
+    rows = ["| variant | context | decode tok/s | KV cache | export s | export peak RSS | run peak RSS (prefill + decode) |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for p in r["points"]:
         v = r["variants"][p["variant"]]

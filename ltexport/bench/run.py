@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ltexport.bench.bound import step_bytes
 from ltexport.errors import LtexportError
-from ltexport.plan.schema import Plan, load_plan, save_plan
+from ltexport.plan.schema import load_plan, save_plan
 from ltexport.progress import progress
 
 FORMAT = "ltexport-bench"
@@ -202,9 +202,12 @@ def _measure(config: BenchConfig, workers: list[Worker], todo: list[dict]) -> li
 
 def _median(variant: str, runs: list[dict]) -> dict:
     row = dict(runs[0], variant=variant, repeats=len(runs))
-    row["decode_s"] = statistics.median(r["decode_s"] for r in runs)
+    times = [t for r in runs for t in r["decode_step_times"]]
+    row["decode_step_times"] = [round(t, 6) for t in times]
+    row["decode_step_s"] = statistics.median(times)  # over every timed step of every run
+    row["decode_tokens_per_s"] = row["batch"] / row["decode_step_s"]
+    row["decode_tokens_per_s_mean"] = row["batch"] * len(times) / sum(times)
     row["decode_tokens_per_s_runs"] = [round(r["decode_tokens_per_s"], 3) for r in runs]
-    row["decode_tokens_per_s"] = statistics.median(r["decode_tokens_per_s"] for r in runs)
     row["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in runs)
     loads = [r["load_average_1min"] for r in runs if r.get("load_average_1min") is not None]
     row["load_average_1min"] = max(loads) if loads else None

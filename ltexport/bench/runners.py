@@ -2,7 +2,8 @@
 
 Decode starts from caches of the right shapes filled with zeros at `context` cached tokens: the
 cost of a step does not depend on cache values, and this keeps prefill (batch x context tokens)
-out of the batch sweep. Each decode run has one untimed warm-up step first.
+out of the batch sweep. Each decode run has one untimed warm-up step first; `decode` returns the
+time of every step, so a burst of load from other processes shows up as outliers, not as a mean.
 """
 
 import time
@@ -49,11 +50,13 @@ class OrtRunner:
         past = np.full(batch, context, np.int64)
         ids = _ids(self.rng, batch, 1, self.vocab)
         logits, past, caches = self.step(ids, past, caches)  # warm-up
-        start = time.perf_counter()
+        times = []
         for _ in range(steps):
+            start = time.perf_counter()
             ids = np.asarray(logits)[:, -1].argmax(-1)[:, None].astype(np.int64)
             logits, past, caches = self.step(ids, past, caches)
-        return time.perf_counter() - start, cache_bytes
+            times.append(time.perf_counter() - start)
+        return times, cache_bytes
 
 
 class TorchRunner:
@@ -116,12 +119,14 @@ class TorchRunner:
             cache_bytes = sum(c.numel() * c.element_size() for c in caches)
             past = torch.full((batch,), context, dtype=torch.long, device=self.device)
             logits, past, *caches = self.hybrid(self._tensor(_ids(self.rng, batch, 1, self.vocab)), past, *caches)
-            self._sync()
-            start = time.perf_counter()
+            times = []
             for _ in range(steps):
+                self._sync()
+                start = time.perf_counter()
                 logits, past, *caches = self.hybrid(logits[:, -1:].argmax(-1), past, *caches)
-            self._sync()
-            return time.perf_counter() - start, cache_bytes
+                self._sync()
+                times.append(time.perf_counter() - start)
+            return times, cache_bytes
 
 
 class HfRunner(TorchRunner):
@@ -140,10 +145,10 @@ class HfRunner(TorchRunner):
         self.rng = np.random.default_rng(0)
         self.info = {"engine": f"transformers generate ({self.device.type})", "weight_bytes": weight_bytes_read(self.model)}
 
-    def _generate(self, ids, new_tokens: int, cache=None):
+    def _generate(self, ids, new_tokens: int, cache=None, clock=None):
         return self.model.generate(input_ids=ids, attention_mask=self.torch.ones_like(ids), past_key_values=cache,
                                    max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                   pad_token_id=0)
+                                   pad_token_id=0, stopping_criteria=[clock] if clock else None)
 
     def cache(self, batch: int, context: int):
         from transformers import DynamicCache
@@ -173,10 +178,25 @@ class HfRunner(TorchRunner):
             self._generate(ids[:, -2:], 1, self.cache(batch, 1))  # warm-up on a tiny cache
             cache = self.cache(batch, context)
             cache_bytes = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
-            self._sync()
-            start = time.perf_counter()
-            out = self._generate(ids, steps, cache)  # only the last id is uncached: `steps` decode steps
-            self._sync()
-            elapsed = time.perf_counter() - start
+            clock = StepClock(self._sync)
+            out = self._generate(ids, steps, cache, clock)  # only the last id is uncached: `steps` decode steps
         assert out.shape[1] == context + 1 + steps, out.shape
-        return elapsed, cache_bytes
+        return clock.step_times(), cache_bytes
+
+
+class StepClock:
+    """A stopping criterion that never stops: it timestamps every token `generate` produces."""
+
+    def __init__(self, sync):
+        self.sync = sync
+        self.stamps = [time.perf_counter()]
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        self.sync()
+        self.stamps.append(time.perf_counter())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    def step_times(self) -> list[float]:
+        return [b - a for a, b in zip(self.stamps, self.stamps[1:])]

@@ -10,6 +10,7 @@ and everything else goes to stderr.
 
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -86,8 +87,9 @@ def measure_point(runner, context: int, batch: int, decode_steps: int, prefill: 
     result = {"context": context, "batch": batch, "prefill_s": None}
     if prefill:
         result["prefill_s"] = runner.prefill(context, prefill_chunk)
-    decode_s, cache_bytes = runner.decode(batch, context, decode_steps)
-    result.update(decode_s=decode_s, decode_tokens_per_s=batch * decode_steps / decode_s,
+    times, cache_bytes = runner.decode(batch, context, decode_steps)
+    step_s = statistics.median(times)
+    result.update(decode_step_times=times, decode_tokens_per_s=batch / step_s,
                   kv_cache_bytes=cache_bytes, peak_rss_bytes=memory.peak_rss(), peak_rss_per_point=exact,
                   load_average_1min=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
                   **runner.device_memory())

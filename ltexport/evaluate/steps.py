@@ -78,10 +78,6 @@ def ort_variant(name: str, build_dir, plan: Plan, model_window: int | None = Non
     return Variant(name, plan, step, backend="ort", origin=str(build_dir), model_window=model_window)
 
 
-def no_lazy(plan: Plan) -> Plan:
-    return replace(plan, lazy_layers=[], scores=None, calibration=None, metadata={})
-
-
 class SharedPrefill:
     """The original model's chunked prefill of one prompt, computed on first use."""
 

@@ -67,7 +67,7 @@ def test_bench_json_on_a_tiny_model(tiny_plan, tmp_path):
     assert {(p["variant"], p["context"], p["batch"]) for p in doc["points"]} == {
         (v, c, b) for v in ("hybrid", "no-lazy", "transformers") for c, b in ((32, 1), (48, 1), (48, 2))}
     for p in doc["points"]:
-        assert p["decode_tokens_per_s"] > 0 and p["peak_rss_bytes"] > 0 and p["bound_bytes_per_step"] > 0
+        assert len(p["decode_step_times"]) == 2 and p["decode_tokens_per_s"] > 0 and p["peak_rss_bytes"] > 0 and p["bound_bytes_per_step"] > 0
         assert (p["prefill_s"] is None) == (p["batch"] == 2)
     kv = {(p["variant"], p["context"], p["batch"]): p["kv_cache_bytes"] for p in doc["points"]}
     per_token_layer = 2 * 2 * 16 * 4
