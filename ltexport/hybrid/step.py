@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from ltexport.hybrid.caches import empty_caches
+from ltexport.hybrid.caches import INPUT_PREFIX, cache_names, empty_caches
 from ltexport.hybrid.model import HybridModel
 
 
@@ -26,7 +26,7 @@ class TorchStep:
 
     def __call__(self, input_ids, past_len, caches):
         feed = {"input_ids": input_ids, "past_len": past_len}
-        feed.update({f"past_key_values.{i // 2}.{'key' if i % 2 == 0 else 'value'}": c for i, c in enumerate(caches)})
+        feed.update(zip(cache_names(len(caches) // 2, INPUT_PREFIX), caches))
         out = self.run(feed)
         return out["logits"], out["present_len"], [v for k, v in out.items() if k.startswith("present.")]
 

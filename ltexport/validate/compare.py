@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ltexport.generation import generate
+from ltexport.hybrid.caches import INPUT_PREFIX, cache_names
 
 
 @dataclass
@@ -54,8 +55,9 @@ REFERENCE_NAME = "pytorch-reference"
 def reference_feeds(reference, prompt_ids: list[int], decode_steps: int):
     """Yield (feed, reference outputs) along the reference's greedy path."""
     feed = OrderedDict(input_ids=np.array([prompt_ids], dtype=np.int64), past_len=np.zeros(1, dtype=np.int64))
-    names = [f"past_key_values.{i // 2}.{'key' if i % 2 == 0 else 'value'}" for i in range(len(reference.empty_caches(1)))]
-    feed.update(zip(names, reference.empty_caches(1)))
+    caches = reference.empty_caches(1)
+    names = cache_names(len(caches) // 2, INPUT_PREFIX)
+    feed.update(zip(names, caches))
     for _ in range(decode_steps + 1):
         out = reference.run(feed)
         yield feed, out
