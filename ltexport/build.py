@@ -180,9 +180,8 @@ def run_validation(out_dir: Path, source: ModelSource, plan: Plan, backend: str,
     original = source.load_model(dtype, scope.layers)  # a prefix loads only its layers' weights
     timings["load_reference"] = time.perf_counter() - start
     start = time.perf_counter()
-    runner, step = _backend_runner(graph_dir, backend)
-    comparison = compare_backend(runner, TorchStep(HybridModel(original, graph_plan).eval()), prompt, decode_steps, tol,
-                                 backend_step=step)
+    runner = _backend_runner(graph_dir, backend)
+    comparison = compare_backend(runner, TorchStep(HybridModel(original, graph_plan).eval()), prompt, decode_steps, tol)
     timings["validate"] = time.perf_counter() - start
     drift = quality_drift(original, prompt, comparison.reference_tokens, comparison.reference_logits)
     scope_info.update(prompt_tokens=len(prompt), prompt=prompt_kind, decode_steps=decode_steps)
@@ -239,16 +238,15 @@ def _prompt_length(spec, plan: Plan, decode_steps: int) -> int:
 
 
 def _backend_runner(out_dir: Path, backend: str):
-    from ltexport.backends.ort.session import OrtStep
-
     if backend == "trt":
         from ltexport.backends.trt.runner import trt_runner
 
-        return trt_runner(out_dir), None
+        return trt_runner(out_dir)
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
-    step = OrtStep(out_dir / "model.onnx")
-    return OnnxrtRunner(lambda: step.session, name="onnxruntime"), step
+    from ltexport.backends.ort.session import make_session
+
+    return OnnxrtRunner(lambda: make_session(out_dir / "model.onnx"), name="onnxruntime")
 
 
 def _build_engine(stage: Path, plan: Plan, timings: dict, log) -> None:

@@ -67,8 +67,13 @@ def reference_feeds(reference, prompt_ids: list[int], decode_steps: int):
 
 
 def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int, tol: Tolerance,
-                    backend_step=None) -> Comparison:
-    """`runner`: a Polygraphy runner for the compiled graph; `reference`: a TorchStep."""
+                    greedy: bool = True) -> Comparison:
+    """`runner`: a Polygraphy runner for the compiled graph; `reference`: a TorchStep.
+
+    greedy: also let the backend decode on its own caches (greedy_agreement), whatever the runner.
+    """
+    from ltexport.validate.runner_step import RunnerStep
+
     from polygraphy.comparator import Comparator, IterationResult, RunResults
     from polygraphy.comparator.compare import SimpleCompareFunc
     from polygraphy.logger import G_LOGGER
@@ -78,11 +83,11 @@ def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int,
     stats: dict[str, CheckStats] = {}
     first_results, first_feed, tokens, logits = None, None, [], []
     with runner:
-        extra = _control_inputs(runner.get_input_metadata())
+        step = RunnerStep(runner)
         for index, (feed, ref_out) in enumerate(reference_feeds(reference, prompt_ids, decode_steps)):
             # The reference already ran on this feed to choose the path: reuse its outputs.
             results = RunResults([
-                (runner.name, [IterationResult(runner.infer({**feed, **extra}), runner_name=runner.name)]),
+                (runner.name, [IterationResult(step.infer(feed), runner_name=runner.name)]),
                 (REFERENCE_NAME, [IterationResult(ref_out, runner_name=REFERENCE_NAME)]),
             ])
             accuracy = Comparator.compare_accuracy(results, compare_func=compare, fail_fast=False)
@@ -96,13 +101,8 @@ def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int,
             last = ref_out["logits"][0, -1]
             tokens.append(int(np.argmax(last)))
             logits.append(last.astype(np.float32))
-    greedy = greedy_agreement(backend_step, prompt_ids, tokens, logits, tol) if backend_step else {}
-    return Comparison(list(stats.values()), greedy, tokens, logits, first_results, first_feed)
-
-
-def _control_inputs(metadata) -> dict:
-    """`seq_start` = 0 (continue the sequence) for graphs built for Triton; it does not change the outputs."""
-    return {"seq_start": np.zeros(1, dtype=np.int32)} if "seq_start" in metadata else {}
+        agreement = greedy_agreement(step, prompt_ids, tokens, logits, tol) if greedy else {}
+    return Comparison(list(stats.values()), agreement, tokens, logits, first_results, first_feed)
 
 
 def _group(output_name: str) -> str:
