@@ -35,6 +35,10 @@ class BuildConfig:
     keep_failed: Path | None = None
     trust_remote_code: bool = False
     validate_layers: str = "auto"  # auto | all | N (see ltexport.validate.scope)
+    # TensorRT engine ranges (None: sized for validation, see Profiles.for_validation)
+    max_batch: int | None = None
+    max_prompt: int | None = None
+    max_context: int | None = None
     log: object = field(default=print, repr=False)
 
 
@@ -67,6 +71,7 @@ def build(config: BuildConfig) -> dict:
     if backend == "ort" and config.dtype == "bf16":
         raise LtexportError("ONNX Runtime on CPU has no bfloat16 kernels (Mul, MatMul, ...); use --dtype fp32 or fp16 here, bf16 with --backend trt on a GPU machine")
     tol = tolerance(source.defaults, config.dtype, config.atol, config.rtol)
+    profile = engine_profile(config, plan, source.spec()) if backend == "trt" else _no_profile(config)
     scope = _preflight(source, plan, config)
     timings = {}
     with staged_dir(config.out, config.keep_failed) as stage:
@@ -76,19 +81,44 @@ def build(config: BuildConfig) -> dict:
         timings["export"] = time.perf_counter() - start
         save_plan(plan, stage / "plan.json")
         _save_tokenizer(source, stage)
-        write_text_atomic(stage / BUILD_JSON, json.dumps(_build_info(source, config, backend, scope), indent=1) + "\n")
+        write_text_atomic(stage / BUILD_JSON, json.dumps(_build_info(source, config, backend, scope, profile), indent=1) + "\n")
         if scope.prefix:
             _export_prefix(source, plan, config.dtype, scope.layers, stage, timings, config.log)
         if backend == "trt":
-            _build_engine(stage, plan, timings, config.log)
+            _build_engine(stage, plan, profile, timings, config.log)
             if scope.prefix:
-                _build_engine(*_validated_graph(stage, plan, scope), timings, config.log)
+                _build_engine(*_validated_graph(stage, plan, scope), profile, timings, config.log)
         report = run_validation(stage, source, plan, backend, config.dtype, tol, config.decode_steps, scope,
                                 timings, config.log)
         if report["status"] != "pass":
             kept = f"; the failed build is in {config.keep_failed}" if config.keep_failed else "; pass --keep-failed DIR to inspect it"
             raise LtexportError(f"validation failed ({_failed_checks(report)}){kept}")
     return report
+
+
+def engine_profile(config: BuildConfig, plan: Plan, spec):
+    """The engine's shape ranges: the user's, which must cover the validation run, else sized for it."""
+    from ltexport.backends.trt.profiles import Profiles
+
+    default = Profiles.for_validation(plan.sink, plan.window, max_batch=config.max_batch or 1)
+    max_prompt = config.max_prompt or default.max_prompt
+    max_context = config.max_context or max(default.max_context, max_prompt + 1024)
+    prompt = _prompt_length(spec, plan, config.decode_steps)
+    if max_prompt < prompt:
+        raise LtexportError(f"--max-prompt {max_prompt} is below the validation prompt ({prompt} tokens, "
+                            f"sink + window + 64); use --max-prompt {prompt} or more")
+    if max_context < prompt + config.decode_steps:
+        raise LtexportError(f"--max-context {max_context} is below what validation decodes to ({prompt} prompt tokens "
+                            f"+ {config.decode_steps} steps); use --max-context {prompt + config.decode_steps} or more")
+    if max_context < max_prompt:
+        raise LtexportError(f"--max-context {max_context} is below --max-prompt {max_prompt}; raise --max-context")
+    return Profiles(max_batch=default.max_batch, max_prompt=max_prompt, max_context=max_context)
+
+
+def _no_profile(config: BuildConfig) -> None:
+    if any(v is not None for v in (config.max_batch, config.max_prompt, config.max_context)):
+        config.log("note: --max-batch/--max-prompt/--max-context size TensorRT engines; ONNX Runtime ignores them")
+    return None
 
 
 def export_model(source: ModelSource, plan: Plan, dtype: str, out_dir: Path) -> Path:
@@ -249,12 +279,13 @@ def _backend_runner(out_dir: Path, backend: str):
     return OnnxrtRunner(lambda: make_session(out_dir / "model.onnx"), name="onnxruntime")
 
 
-def _build_engine(stage: Path, plan: Plan, timings: dict, log) -> None:
+def _build_engine(stage: Path, plan: Plan, profile, timings: dict, log) -> None:
     from ltexport.backends.trt.engine import build_engine_for_build_dir
 
     start = time.perf_counter()
-    log("building the TensorRT engine ...")
-    build_engine_for_build_dir(stage, plan)
+    log(f"building the TensorRT engine (batch <= {profile.max_batch}, prompt <= {profile.max_prompt}, "
+        f"context <= {profile.max_context}) ...")
+    build_engine_for_build_dir(stage, plan, profile=profile)
     timings["engine"] = time.perf_counter() - start
 
 
@@ -275,10 +306,14 @@ def _tokenizer_kind(source: ModelSource) -> str:
     return "tokenizer" if source.has_tokenizer() else "none"
 
 
-def _build_info(source: ModelSource, config: BuildConfig, backend: str, scope) -> dict:
-    return {"model": config.model, "source": source.describe(), "backend": backend, "dtype": config.dtype,
+def _build_info(source: ModelSource, config: BuildConfig, backend: str, scope, profile=None) -> dict:
+    info = {"model": config.model, "source": source.describe(), "backend": backend, "dtype": config.dtype,
             "trust_remote_code": config.trust_remote_code, "tokenizer": _tokenizer_kind(source),
             "validation_layers": scope.layers}
+    if profile is not None:
+        info["engine"] = {"max_batch": profile.max_batch, "max_prompt": profile.max_prompt,
+                          "max_context": profile.max_context}
+    return info
 
 
 def read_build_info(out: Path) -> dict:

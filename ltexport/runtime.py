@@ -1,5 +1,6 @@
-"""Text in, text out over a build directory (ONNX Runtime), for `ltexport generate`."""
+"""Text in, text out over a build directory (ONNX Runtime or the TensorRT engine), for `ltexport generate`."""
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -28,22 +29,44 @@ def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
     return tokenizer.encode(prompt)
 
 
-def generate_text(out: Path, prompt: str, max_new_tokens: int, sampling: Sampling, chat: bool = True) -> Iterator[str]:
-    from ltexport.backends.ort.session import OrtStep
-
+def generate_text(out: Path, prompt: str, max_new_tokens: int, sampling: Sampling, chat: bool = True,
+                  backend: str = "auto") -> Iterator[str]:
+    """backend: ort, trt (the build's engine), or auto (trt for a TensorRT build where TensorRT imports)."""
     out = Path(out)
     info = read_build_info(out)
     if not (out / "model.onnx").is_file():
         raise LtexportError(f"{out} has no model.onnx; rebuild it with `ltexport build`")
     tokenizer = load_build_tokenizer(out, info)
-    step = OrtStep(out / "model.onnx")
     ids = encode_prompt(tokenizer, prompt, chat)
     tokens: list[int] = []
     emitted = ""
     eos = getattr(tokenizer, "eos_token_id", None)
-    for token in iter_tokens(step, step.empty_caches(1), ids, max_new_tokens, sampling, eos_id=eos):
-        tokens.append(token)
-        text = tokenizer.decode(tokens, skip_special_tokens=True)
-        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-            yield text[len(emitted):]
-            emitted = text
+    with open_step(out, info, backend, len(ids) + max_new_tokens) as step:
+        for token in iter_tokens(step, step.empty_caches(1), ids, max_new_tokens, sampling, eos_id=eos):
+            tokens.append(token)
+            text = tokenizer.decode(tokens, skip_special_tokens=True)
+            if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+                yield text[len(emitted):]
+                emitted = text
+
+
+@contextmanager
+def open_step(out: Path, info: dict, backend: str, context: int):
+    """A step function over the build: ONNX Runtime on model.onnx, or the TensorRT engine model.plan."""
+    from ltexport.backends import trt
+
+    if backend == "auto":
+        backend = "trt" if info.get("backend") == "trt" and trt.is_available() else "ort"
+    if backend == "ort":
+        from ltexport.backends.ort.session import OrtStep
+
+        yield OrtStep(out / "model.onnx")
+        return
+    limit = info.get("engine", {}).get("max_context")
+    if limit is not None and context > limit:
+        raise LtexportError(f"prompt plus --max-new-tokens is {context} tokens but the engine serves {limit}; "
+                            f"shorten them or rebuild with --max-context {context}")
+    from ltexport.validate.runner_step import RunnerStep
+
+    with trt.trt_runner(out) as runner:
+        yield RunnerStep(runner)

@@ -36,12 +36,18 @@ def _finish(report: dict, out: Path) -> None:
 @click.option("--validate-layers", default="auto", show_default=True, metavar="auto|all|N",
               help="Validate the whole model, or a prefix of N layers exported the same way (auto: the whole "
                    "model when it fits comfortably in memory).")
+@click.option("--max-batch", type=click.IntRange(min=1), help="TensorRT engine: largest batch (default 1).")
+@click.option("--max-prompt", type=click.IntRange(min=1),
+              help="TensorRT engine: longest prompt in one call (default max(2048, sink + window + 64)).")
+@click.option("--max-context", type=click.IntRange(min=1),
+              help="TensorRT engine: longest context, prompt plus generated tokens (default max(4096, max prompt + 1024)).")
 def build_command(model_name, plan_path, output, backend, dtype, decode_steps, atol, rtol, keep_failed, trust_remote_code,
-                  validate_layers):
+                  validate_layers, max_batch, max_prompt, max_context):
     """Export the hybrid to ONNX, compile it for the backend and validate it."""
     config = BuildConfig(model=model_name, plan_path=plan_path, out=output, backend=backend, dtype=dtype,
                          decode_steps=decode_steps, atol=atol, rtol=rtol, keep_failed=keep_failed,
-                         trust_remote_code=trust_remote_code, validate_layers=validate_layers, log=_log)
+                         trust_remote_code=trust_remote_code, validate_layers=validate_layers, max_batch=max_batch,
+                         max_prompt=max_prompt, max_context=max_context, log=_log)
     report = build(config)
     _finish(report, output)
     click.echo(f"wrote {output}")

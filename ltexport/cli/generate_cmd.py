@@ -1,4 +1,4 @@
-"""`ltexport generate OUT --prompt ...`: stream text from a build with ONNX Runtime."""
+"""`ltexport generate OUT --prompt ...`: stream text from a build."""
 
 from pathlib import Path
 
@@ -17,9 +17,11 @@ from ltexport.runtime import generate_text
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--raw", is_flag=True, help="Do not apply the tokenizer's chat template.")
-def generate_command(out, prompt, max_new_tokens, temperature, top_p, seed, raw):
-    """Generate text from a build (ONNX Runtime), streaming to stdout."""
+@click.option("--backend", type=click.Choice(["auto", "ort", "trt"]), default="auto", show_default=True,
+              help="auto: the TensorRT engine of a TensorRT build where TensorRT imports, else ONNX Runtime.")
+def generate_command(out, prompt, max_new_tokens, temperature, top_p, seed, raw, backend):
+    """Generate text from a build (ONNX Runtime or its TensorRT engine), streaming to stdout."""
     sampling = Sampling(temperature=temperature, top_p=top_p, seed=seed)
-    for piece in generate_text(out, prompt, max_new_tokens, sampling, chat=not raw):
+    for piece in generate_text(out, prompt, max_new_tokens, sampling, chat=not raw, backend=backend):
         click.echo(piece, nl=False)
     click.echo("")

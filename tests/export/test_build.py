@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ltexport.backends.ort.session import OrtStep
+from ltexport.backends.trt import is_available as trt_available
 from ltexport.export.onnx_export import export_onnx
 from ltexport.hybrid.model import HybridModel
 from ltexport.hybrid.step import TorchStep
@@ -98,8 +99,9 @@ def plan_file(tmp_path, tiny_models):
 def test_build_validate_generate_through_the_cli(tmp_path, plan_file):
     out = tmp_path / "out"
     result = run_cli(["build", "--model", "tiny-mistral", "--plan", plan_file, "-o", out, "--backend", "ort",
-                      "--decode-steps", "40"])
+                      "--decode-steps", "40", "--max-context", "8"])
     assert result.exit_code == 0, result.stderr
+    assert "ONNX Runtime ignores them" in result.stderr  # engine ranges are TensorRT's
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "pass" and report["backend"] == "ort" and report["dtype"] == "fp32"
     assert report["greedy"] == {"steps": 41, "tokens_match": True, "first_mismatch": None}
@@ -112,6 +114,9 @@ def test_build_validate_generate_through_the_cli(tmp_path, plan_file):
     assert run_cli(["validate", out]).exit_code == 0
     generated = run_cli(["generate", out, "--prompt", "hi", "--max-new-tokens", "5", "--temperature", "0.8", "--seed", "3"])
     assert generated.exit_code == 0, generated.stderr
+    on_trt = run_cli(["generate", out, "--prompt", "hi", "--backend", "trt"])
+    if not trt_available():
+        assert_user_error(on_trt, "install TensorRT 10", "plugins/README.md")
 
 
 def test_failed_validation_leaves_out_untouched(tmp_path, plan_file):

@@ -116,9 +116,9 @@ def build_engine(onnx_path, engine_path=None, *, plugin_library=None, profile: P
     return engine_path
 
 
-def build_engine_for_build_dir(out_dir, plan, *, plugin_library=None, max_batch: int = 1) -> Path:
+def build_engine_for_build_dir(out_dir, plan, *, plugin_library=None, profile: Profiles | None = None) -> Path:
     """`ltexport build --backend trt`: OUT/model.onnx -> OUT/model.plan (with `seq_start`, so the engine
-    is servable by Triton) and OUT/plugins/<plugin>.so, ranges sized for the validation run."""
+    is servable by Triton) and OUT/plugins/<plugin>.so; profile default: ranges sized for the validation run."""
     from ltexport.backends.trt.runner import ENGINE_FILE
 
     import_tensorrt()  # TensorRT's absence is the first thing to report
@@ -126,7 +126,7 @@ def build_engine_for_build_dir(out_dir, plan, *, plugin_library=None, max_batch:
     library = find_plugin_library(plugin_library)
     (out_dir / "plugins").mkdir(exist_ok=True)
     shutil.copy2(library, out_dir / "plugins" / library.name)
-    profile = Profiles.for_validation(plan.sink, plan.window, max_batch=max_batch)
+    profile = profile or Profiles.for_validation(plan.sink, plan.window)
     return build_engine(out_dir / "model.onnx", out_dir / ENGINE_FILE, plugin_library=library,
                         profile=profile, sequence_start=True)
 
