@@ -1,7 +1,8 @@
 """ONNX side of `ltexport::SinkWindowAttention`: schema, export translation, function body.
 
-The exported graph holds one plain `ltexport::SinkWindowAttention` node per lazy layer. Its
-`plugin_namespace`/`plugin_version` attributes let TensorRT's ONNX parser pick the plugin; every
+The exported graph holds one plain `ltexport::SinkWindowAttention` node per lazy layer. TensorRT's
+ONNX parser looks its plugin up by op type, `plugin_version` and `plugin_namespace` (the engine
+builder strips the function body first, see backends/trt/graph.py); every
 other consumer (ONNX Runtime) runs the model-local function of the same domain/name, whose body
 (`make_function`) mirrors `ltexport.hybrid.sink_window` with standard ONNX ops only.
 """

@@ -181,3 +181,31 @@ def test_plugin_identity_matches_the_exported_node():
     assert (trt_backend.PLUGIN_NAME, trt_backend.PLUGIN_NAMESPACE, trt_backend.PLUGIN_VERSION) == (
         swo.OP_TYPE, swo.PLUGIN_NAMESPACE, swo.PLUGIN_VERSION)
     assert swo.DOMAIN == trt_backend.PLUGIN_NAMESPACE  # graph.py finds nodes by (domain, op_type)
+
+
+class _Tensor:
+    def __init__(self, name, is_shape_tensor):
+        self.name, self.is_shape_tensor = name, is_shape_tensor
+
+
+class _Network:
+    """The two INetworkDefinition members shape_input_values reads (no engine is built)."""
+
+    def __init__(self, *inputs):
+        self.inputs = inputs
+        self.num_inputs = len(inputs)
+
+    def get_input(self, i):
+        return self.inputs[i]
+
+
+def test_seq_start_gets_a_value_range_when_tensorrt_makes_it_a_shape_tensor():
+    # Triton's seq_start sets a Slice start, so the parser makes it a shape-tensor input.
+    network = _Network(_Tensor("input_ids", False), _Tensor("seq_start", True))
+    assert trt_backend.engine.shape_input_values(network, "m.onnx") == {"seq_start": ((0,), (0,), (1,))}
+    assert trt_backend.engine.shape_input_values(_Network(_Tensor("input_ids", False)), "m.onnx") == {}
+
+
+def test_an_unknown_shape_tensor_input_is_refused():
+    with pytest.raises(LtexportError, match=r"\['width'\].*re-export"):
+        trt_backend.engine.shape_input_values(_Network(_Tensor("width", True)), "m.onnx")

@@ -9,7 +9,7 @@ from pathlib import Path
 from ltexport.backends.trt._tensorrt import import_tensorrt, trt_major
 from ltexport.backends.trt.graph import count_sink_window_nodes, lazy_cache_lengths, without_sink_window_functions
 from ltexport.backends.trt.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, find_plugin_library, load_plugin_library
-from ltexport.backends.trt.profiles import Profiles, compute_profiles
+from ltexport.backends.trt.profiles import SHAPE_INPUT_VALUES, Profiles, compute_profiles
 from ltexport.errors import LtexportError
 
 ENGINE_SUFFIX = ".engine"
@@ -23,7 +23,9 @@ def count_plugin_layers(network, trt) -> int:
         layer = network.get_layer(i)
         if layer.type != trt.LayerType.PLUGIN_V3:
             continue
-        try:  # identify the plugin; bindings that cannot downcast still count PLUGIN_V3 layers
+        # Identify the plugin where the bindings can (get_capability_interface returns None before TRT 10.4,
+        # then every PLUGIN_V3 layer counts).
+        try:
             layer.__class__ = trt.IPluginV3Layer
             core = layer.plugin.get_capability_interface(trt.PluginCapabilityType.CORE)
             if core.plugin_name != PLUGIN_NAME or core.plugin_namespace != PLUGIN_NAMESPACE:
@@ -32,6 +34,17 @@ def count_plugin_layers(network, trt) -> int:
             pass
         count += 1
     return count
+
+
+def shape_input_values(network, onnx_path) -> dict:
+    """Value ranges for the network inputs TensorRT made shape tensors (it refuses a profile without them)."""
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    shape_inputs = [t.name for t in inputs if t.is_shape_tensor]
+    unknown = [name for name in shape_inputs if name not in SHAPE_INPUT_VALUES]
+    if unknown:
+        raise LtexportError(f"{onnx_path}: TensorRT computes shapes from the input(s) {unknown}, whose value range "
+                            "ltexport does not know; re-export the graph with `ltexport build`")
+    return {name: SHAPE_INPUT_VALUES[name] for name in shape_inputs}
 
 
 def _write_atomic(path: Path, data) -> None:
@@ -99,10 +112,13 @@ def build_engine(onnx_path, engine_path=None, *, plugin_library=None, profile: P
     if hasattr(trt.PreviewFeature, "ALIASED_PLUGIN_IO_10_03"):
         # Lets the plugin update the ring cache in place (present_* aliased to past_*), TensorRT >= 10.3.
         config.set_preview_feature(trt.PreviewFeature.ALIASED_PLUGIN_IO_10_03, True)
+    values = shape_input_values(network, onnx_path)
     for ps in shapes:
         opt_profile = builder.create_optimization_profile()
         for name, (lo, opt, hi) in ps.shapes.items():
             opt_profile.set_shape(name, lo, opt, hi)
+        for name, (lo, opt, hi) in values.items():
+            opt_profile.set_shape_input(name, lo, opt, hi)
         config.add_optimization_profile(opt_profile)
     cache = config.create_timing_cache(timing_cache_path.read_bytes() if timing_cache_path.is_file() else b"")
     config.set_timing_cache(cache, False)

@@ -62,9 +62,9 @@ def lazy_cache_lengths(model) -> dict[str, int]:
 def without_sink_window_functions(model):
     """A copy of `model` without the SinkWindowAttention local function.
 
-    With the body present, TensorRT's ONNX parser before 10.x-late inlines it (local functions take precedence
-    over plugins); without it, the node can only be imported through the registered plugin. Newer parsers pick the
-    plugin anyway for nodes with a plugin_namespace attribute, so removing the body is safe for both.
+    With the body present, TensorRT's ONNX parser up to 10.6 inlines it (a local function wins over a plugin);
+    10.7 on prefers a registered plugin creator (10.15 on also keys on the plugin_namespace attribute). Without
+    the body the node can only become the plugin, on every version.
     """
     import onnx
 

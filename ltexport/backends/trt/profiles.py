@@ -12,9 +12,13 @@ import os
 from dataclasses import dataclass
 
 from ltexport.errors import LtexportError
+from ltexport.triton.build_io import SEQUENCE_START
 
 ShapeRange = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # (min, opt, max)
 CACHE_PREFIX = "past_key_values."
+# Inputs TensorRT makes shape tensors need value ranges too. `seq_start` (Triton's sequence start, see
+# ltexport/triton/graph.py) sets a Slice start: 0 = continue the sequence (the usual call), 1 = start one.
+SHAPE_INPUT_VALUES: dict[str, ShapeRange] = {SEQUENCE_START: ((0,), (0,), (1,))}
 
 
 @dataclass(frozen=True)
