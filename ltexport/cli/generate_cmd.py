@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from ltexport.cli import main
+from ltexport.cli import main, trust_remote_code_option
 from ltexport.generation import Sampling
 from ltexport.runtime import generate_text
 
@@ -17,9 +17,10 @@ from ltexport.runtime import generate_text
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--raw", is_flag=True, help="Do not apply the tokenizer's chat template.")
-def generate_command(out, prompt, max_new_tokens, temperature, top_p, seed, raw):
+@trust_remote_code_option
+def generate_command(out, prompt, max_new_tokens, temperature, top_p, seed, raw, trust_remote_code):
     """Generate text from a build (ONNX Runtime), streaming to stdout."""
     sampling = Sampling(temperature=temperature, top_p=top_p, seed=seed)
-    for piece in generate_text(out, prompt, max_new_tokens, sampling, chat=not raw):
+    for piece in generate_text(out, prompt, max_new_tokens, sampling, chat=not raw, trust_remote_code=trust_remote_code):
         click.echo(piece, nl=False)
     click.echo("")
