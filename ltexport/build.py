@@ -176,12 +176,20 @@ def _validated_graph(out_dir: Path, plan: Plan, scope) -> tuple[Path, Plan]:
     return out_dir / VALIDATION_DIR, load_plan(out_dir / VALIDATION_DIR / "plan.json")
 
 
-def validate_existing(out: Path, backend: str | None = None, decode_steps: int = 32, atol=None, rtol=None, log=print) -> dict:
-    """Re-run validation of a finished build (rewrites its report), in the scope it was built with."""
+def validate_existing(out: Path, backend: str | None = None, decode_steps: int = 32, atol=None, rtol=None, log=print,
+                      trust_remote_code: bool = False) -> dict:
+    """Re-run validation of a finished build (rewrites its report), in the scope it was built with.
+
+    The model is loaded as the build loaded it; a build made with trust_remote_code needs the
+    caller's consent again (`trust_remote_code=True`) before the model's own code runs here."""
     from ltexport.validate.scope import Scope
 
     info = read_build_info(out)
-    source = resolve(info["model"], trust_remote_code=info.get("trust_remote_code", False))
+    built_trusting = bool(info.get("trust_remote_code", False))
+    if built_trusting and not trust_remote_code:
+        raise LtexportError(f"{out} was built with --trust-remote-code: validating it runs the code shipped with "
+                            f"{info['model']}; pass --trust-remote-code if you trust it")
+    source = resolve(info["model"], trust_remote_code=built_trusting)
     plan = load_plan(out / "plan.json")
     plan.check_against(source.spec())
     backend = backend or info["backend"]

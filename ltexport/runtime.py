@@ -9,16 +9,16 @@ from ltexport.errors import LtexportError
 from ltexport.generation import Sampling, iter_tokens
 
 
-def load_build_tokenizer(out: Path, info: dict):
+def load_build_tokenizer(out: Path, info: dict, trust_remote_code: bool = False):
     if info.get("tokenizer") == "byte":
         from ltexport.models.tokenizers import ByteTokenizer
 
         return ByteTokenizer()
     if info.get("tokenizer") == "none":
         raise LtexportError(f"{out} was built from a model directory without a tokenizer; add one to the model directory and rebuild")
-    from transformers import AutoTokenizer
+    from ltexport.models.sources import load_auto_tokenizer
 
-    return AutoTokenizer.from_pretrained(str(out / "tokenizer"))
+    return load_auto_tokenizer(out / "tokenizer", trust_remote_code)
 
 
 def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
@@ -30,13 +30,13 @@ def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
 
 
 def generate_text(out: Path, prompt: str, max_new_tokens: int, sampling: Sampling, chat: bool = True,
-                  backend: str = "auto") -> Iterator[str]:
+                  backend: str = "auto", trust_remote_code: bool = False) -> Iterator[str]:
     """backend: ort, trt (the build's engine), or auto (trt for a TensorRT build where TensorRT imports)."""
     out = Path(out)
     info = read_build_info(out)
     if not (out / "model.onnx").is_file():
         raise LtexportError(f"{out} has no model.onnx; rebuild it with `ltexport build`")
-    tokenizer = load_build_tokenizer(out, info)
+    tokenizer = load_build_tokenizer(out, info, trust_remote_code)
     ids = encode_prompt(tokenizer, prompt, chat)
     tokens: list[int] = []
     emitted = ""

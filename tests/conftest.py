@@ -41,3 +41,26 @@ def assert_user_error(result, *fragments):
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
+
+
+@pytest.fixture
+def umask_027():
+    """Run the test under umask 027: new files 0640, dirs 0750 (unlike both the usual 022 and
+    mkstemp/mkdtemp's 0600/0700, so a mode check tells them apart)."""
+    old = os.umask(0o027)
+    try:
+        yield 0o027
+    finally:
+        os.umask(old)
+
+
+def assert_umask_modes(root, umask=0o027):
+    """`root` and everything under it have the modes open()/mkdir() give under `umask`."""
+    import stat
+    from pathlib import Path
+
+    root = Path(root)
+    for path in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        want = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert mode == want, f"{path}: {oct(mode)} != {oct(want)}"

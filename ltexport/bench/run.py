@@ -42,6 +42,7 @@ class BenchConfig:
     repeats: int = 1
     transformers: bool = True
     threads: int | None = None
+    trust_remote_code: bool = False  # passed to transformers here and in the worker processes
     show_progress: bool = True
     log: object = field(default=print, repr=False)
 
@@ -131,7 +132,7 @@ def _child_env() -> dict:
 def bench(config: BenchConfig) -> dict:
     from ltexport.models.sources import resolve
 
-    source = resolve(config.model)
+    source = resolve(config.model, trust_remote_code=config.trust_remote_code)
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     spec = source.spec()
     plan = load_plan(config.plan_path)
@@ -160,7 +161,7 @@ def bench(config: BenchConfig) -> dict:
 
 def _export(config: BenchConfig, tmp: Path) -> dict:
     config.log(f"exporting the hybrid and the no-lazy model to ONNX in {tmp} ...")
-    spec = {"mode": "export", "model": config.model,
+    spec = {"mode": "export", "model": config.model, "trust_remote_code": config.trust_remote_code,
             "exports": {n: {"plan": str(tmp / f"{n}.plan.json"), "out": str(tmp / n)} for n in ("hybrid", "no-lazy")}}
     worker = Worker("export", spec, tmp)
     try:
@@ -170,7 +171,8 @@ def _export(config: BenchConfig, tmp: Path) -> dict:
 
 
 def _start_workers(config: BenchConfig, tmp: Path, vocab: int) -> list[Worker]:
-    common = {"mode": "serve", "model": config.model, "vocab_size": vocab, "threads": config.threads}
+    common = {"mode": "serve", "model": config.model, "trust_remote_code": config.trust_remote_code,
+              "vocab_size": vocab, "threads": config.threads}
     workers = []
     for name in ("hybrid", "no-lazy"):
         if config.backend == "ort":

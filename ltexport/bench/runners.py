@@ -72,7 +72,7 @@ class TorchRunner:
 
         self.torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model = resolve(spec["model"]).load_model("fp32").to(self.device)
+        model = resolve(spec["model"], trust_remote_code=spec["trust_remote_code"]).load_model("fp32").to(self.device)
         self.plan = load_plan(spec["plan"])
         self.hybrid = HybridModel(model, self.plan).eval()
         self.vocab = spec["vocab_size"]
@@ -140,7 +140,7 @@ class HfRunner(TorchRunner):
 
         self.torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = resolve(spec["model"]).load_model("fp32").to(self.device)
+        self.model = resolve(spec["model"], trust_remote_code=spec["trust_remote_code"]).load_model("fp32").to(self.device)
         self.vocab = spec["vocab_size"]
         self.rng = np.random.default_rng(0)
         self.info = {"engine": f"transformers generate ({self.device.type})", "weight_bytes": weight_bytes_read(self.model)}

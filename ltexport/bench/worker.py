@@ -56,7 +56,7 @@ def export_all(spec: dict) -> dict:
     from ltexport.plan.schema import load_plan
 
     start = time.perf_counter()
-    model = resolve(spec["model"]).load_model("fp32")
+    model = resolve(spec["model"], trust_remote_code=spec["trust_remote_code"]).load_model("fp32")
     result = {"load_s": time.perf_counter() - start, "weight_bytes": weight_bytes_read(model), "exports": {}}
     for name, item in spec["exports"].items():
         memory.reset_peak()

@@ -25,6 +25,12 @@ def main():
     """Compile long-context LLMs into LightTransfer hybrids."""
 
 
+# Every command that loads a model, its config or its tokenizer takes this flag and passes it down.
+trust_remote_code_option = click.option(
+    "--trust-remote-code", is_flag=True,
+    help="Let transformers run Python code shipped with the model (auto_map in its config); off by default.")
+
+
 def _register():
     # Each module defines one command and adds it to `main`.
     from ltexport.cli import plan_cmd  # noqa: F401

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ltexport.cli import main
+from ltexport.cli import main, trust_remote_code_option
 from ltexport.cli.eval_cmd import check_output_dir
 from ltexport.models.sources import DEFAULT_MODEL
 
@@ -27,10 +27,11 @@ def _log(message: str) -> None:
 @click.option("--repeats", type=int, default=1, show_default=True, help="Round-robin decode repeats per point (median; prefill runs once).")
 @click.option("--no-transformers", is_flag=True, help="Skip transformers' generate.")
 @click.option("--threads", type=int, help="Intra-op threads for ONNX Runtime (default: all cores).")
+@trust_remote_code_option
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json to stdout instead of the tables.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Directory for bench.json/.md/.png.")
 def bench_command(model_name, plan_path, backend, contexts, batches, batch_context, decode_steps, prefill_chunk,
-                  repeats, no_transformers, threads, as_json, output):
+                  repeats, no_transformers, threads, trust_remote_code, as_json, output):
     """Prefill latency, decode tokens/s, KV-cache bytes and peak RSS over context and batch sweeps."""
     from ltexport.bench.report import format_markdown, write_outputs
     from ltexport.bench.run import BenchConfig, bench
@@ -39,7 +40,7 @@ def bench_command(model_name, plan_path, backend, contexts, batches, batch_conte
 
     check_output_dir(output, "bench.json")
     config = BenchConfig(
-        model=model_name, plan_path=plan_path, backend=backend,
+        model=model_name, trust_remote_code=trust_remote_code, plan_path=plan_path, backend=backend,
         contexts=parse_ints(contexts, "--contexts") if contexts else None, batches=parse_ints(batches, "--batches"),
         batch_context=batch_context, decode_steps=decode_steps, prefill_chunk=prefill_chunk, repeats=repeats,
         transformers=not no_transformers, threads=threads, log=_log)

@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from ltexport.build import DTYPES, BuildConfig, build, validate_existing
-from ltexport.cli import main
+from ltexport.cli import main, trust_remote_code_option
 from ltexport.errors import LtexportError
 from ltexport.models.sources import DEFAULT_MODEL
 
@@ -32,7 +32,7 @@ def _finish(report: dict, out: Path) -> None:
 @click.option("--atol", type=float, help="Override the recipe's absolute tolerance.")
 @click.option("--rtol", type=float, help="Override the recipe's relative tolerance.")
 @click.option("--keep-failed", type=click.Path(path_type=Path), help="Keep a build that fails validation here.")
-@click.option("--trust-remote-code", is_flag=True)
+@trust_remote_code_option
 @click.option("--validate-layers", default="auto", show_default=True, metavar="auto|all|N",
               help="Validate the whole model, or a prefix of N layers exported the same way (auto: the whole "
                    "model when it fits comfortably in memory).")
@@ -59,7 +59,9 @@ def build_command(model_name, plan_path, output, backend, dtype, decode_steps, a
 @click.option("--decode-steps", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--atol", type=float)
 @click.option("--rtol", type=float)
-def validate_command(out, backend, decode_steps, atol, rtol):
+@trust_remote_code_option
+def validate_command(out, backend, decode_steps, atol, rtol, trust_remote_code):
     """Re-run validation of an existing build against the PyTorch reference."""
-    report = validate_existing(out, backend=backend, decode_steps=decode_steps, atol=atol, rtol=rtol, log=_log)
+    report = validate_existing(out, backend=backend, decode_steps=decode_steps, atol=atol, rtol=rtol, log=_log,
+                               trust_remote_code=trust_remote_code)
     _finish(report, out)

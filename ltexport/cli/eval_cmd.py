@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ltexport.cli import main
+from ltexport.cli import main, trust_remote_code_option
 from ltexport.errors import LtexportError
 from ltexport.models.sources import DEFAULT_MODEL, resolve
 from ltexport.plan.identify import PlanConfig
@@ -42,10 +42,11 @@ def _log(message: str) -> None:
 @click.option("--calib-tokens", type=int, help="For --lazy-fractions.")
 @click.option("--raw", is_flag=True, help="Do not wrap passkey prompts in the tokenizer's chat template.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@trust_remote_code_option
 @click.option("--json", "as_json", is_flag=True, help="Print eval.json to stdout instead of the table.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Directory for eval.json/.md and PNGs.")
 def eval_command(model_name, plans, lazy_fractions, builds, contexts, depths, digits, ppl_tokens, prefill_chunk,
-                 sink, window, prefill, calib_path, calib_tokens, raw, seed, as_json, output):
+                 sink, window, prefill, calib_path, calib_tokens, raw, seed, trust_remote_code, as_json, output):
     """Passkey retrieval and decode perplexity of the original model and each hybrid."""
     from ltexport.evaluate.report import format_markdown, write_outputs
     from ltexport.evaluate.run import EvalConfig, evaluate
@@ -55,7 +56,7 @@ def eval_command(model_name, plans, lazy_fractions, builds, contexts, depths, di
     check_output_dir(output, "eval.json")
     fractions = parse_fractions(lazy_fractions, "--lazy-fractions") if lazy_fractions else []
     config = EvalConfig(
-        model=model_name, plans=list(plans), lazy_fractions=fractions, builds=list(builds),
+        model=model_name, trust_remote_code=trust_remote_code, plans=list(plans), lazy_fractions=fractions, builds=list(builds),
         plan_config=_plan_config(model_name, sink, window, prefill, calib_path, calib_tokens) if fractions else None,
         contexts=parse_ints(contexts, "--contexts") if contexts else None,
         depths=parse_fractions(depths, "--depths"), digits=digits, ppl_tokens=ppl_tokens,
@@ -68,7 +69,7 @@ def eval_command(model_name, plans, lazy_fractions, builds, contexts, depths, di
 
 
 def _plan_config(model_name, sink, window, prefill, calib_path, calib_tokens) -> PlanConfig:
-    d = resolve(model_name).defaults
+    d = resolve(model_name).defaults  # defaults come from the name alone: nothing is loaded
     return PlanConfig(sink=d["sink"] if sink is None else sink, window=d["window"] if window is None else window,
                       prefill=prefill, calib_path=calib_path,
                       calib_tokens=d["calib_tokens"] if calib_tokens is None else calib_tokens)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from ltexport.cli import main
+from ltexport.cli import main, trust_remote_code_option
 from ltexport.generation import Sampling
 from ltexport.runtime import generate_text
 
@@ -19,9 +19,11 @@ from ltexport.runtime import generate_text
 @click.option("--raw", is_flag=True, help="Do not apply the tokenizer's chat template.")
 @click.option("--backend", type=click.Choice(["auto", "ort", "trt"]), default="auto", show_default=True,
               help="auto: the TensorRT engine of a TensorRT build where TensorRT imports, else ONNX Runtime.")
-def generate_command(out, prompt, max_new_tokens, temperature, top_p, seed, raw, backend):
+@trust_remote_code_option
+def generate_command(out, prompt, max_new_tokens, temperature, top_p, seed, raw, backend, trust_remote_code):
     """Generate text from a build (ONNX Runtime or its TensorRT engine), streaming to stdout."""
     sampling = Sampling(temperature=temperature, top_p=top_p, seed=seed)
-    for piece in generate_text(out, prompt, max_new_tokens, sampling, chat=not raw, backend=backend):
+    for piece in generate_text(out, prompt, max_new_tokens, sampling, chat=not raw, backend=backend,
+                               trust_remote_code=trust_remote_code):
         click.echo(piece, nl=False)
     click.echo("")

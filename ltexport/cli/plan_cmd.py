@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from ltexport.cli import main
+from ltexport.cli import main, trust_remote_code_option
 from ltexport.errors import LtexportError
 from ltexport.models.sources import DEFAULT_MODEL, resolve
 from ltexport.plan.identify import PlanConfig, make_plan
@@ -35,7 +35,7 @@ def parse_layers(text: str | None) -> list[int] | None:
               help="dense = LightTransfer-Test, streaming = LightTransfer-Train.")
 @click.option("--context", type=int, default=8192, show_default=True, help="Context for the KV-memory summary.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Also draw per-layer scores to this PNG.")
-@click.option("--trust-remote-code", is_flag=True, help="Allow custom code from a model directory.")
+@trust_remote_code_option
 @click.option("--auto", is_flag=True, help="Choose the lazy fraction by evaluation (ltexport eval) within --max-drop.")
 @click.option("--max-drop", type=float, help="--auto: allowed passkey drop (points) and perplexity drop (%).")
 @click.option("--candidates", help="--auto: lazy fractions to try [default: 0.125,0.25,...,0.75].")
@@ -59,7 +59,7 @@ def plan_command(model_name, calib_path, calib_tokens, lazy_fraction, layers, si
         calib_tokens=d["calib_tokens"] if calib_tokens is None else calib_tokens,
     )
     if auto:
-        plan = _auto(model_name, config, max_drop, candidates, eval_contexts, eval_output)
+        plan = _auto(model_name, trust_remote_code, config, max_drop, candidates, eval_contexts, eval_output)
     else:
         plan = make_plan(source, config, progress=lambda msg: click.echo(msg, err=True))
     save_plan(plan, output)
@@ -84,7 +84,7 @@ def _check_auto(auto, max_drop, layers, lazy_fraction, candidates, eval_contexts
         raise LtexportError("--auto needs --max-drop, e.g. --max-drop 5 (passkey points and perplexity percent)")
 
 
-def _auto(model_name, config, max_drop, candidates, eval_contexts, eval_output):
+def _auto(model_name, trust_remote_code, config, max_drop, candidates, eval_contexts, eval_output):
     from ltexport.cli.eval_cmd import check_output_dir
     from ltexport.evaluate.auto import DEFAULT_CANDIDATES, auto_plan
     from ltexport.evaluate.report import write_outputs
@@ -95,7 +95,7 @@ def _auto(model_name, config, max_drop, candidates, eval_contexts, eval_output):
     if eval_output is not None:
         check_output_dir(eval_output, "eval.json")
     fractions = parse_fractions(candidates, "--candidates", allow_zero=False) if candidates else list(DEFAULT_CANDIDATES)
-    eval_config = EvalConfig(model=model_name, lazy_fractions=fractions, plan_config=config,
+    eval_config = EvalConfig(model=model_name, trust_remote_code=trust_remote_code, lazy_fractions=fractions, plan_config=config,
                              contexts=parse_ints(eval_contexts, "--eval-contexts") if eval_contexts else None,
                              log=lambda msg: click.echo(msg, err=True))
 

@@ -36,6 +36,7 @@ class EvalConfig:
     score_chunk: int = 256
     chat: bool | None = None  # None: the tokenizer's chat template when it has one
     seed: int = 0
+    trust_remote_code: bool = False  # passed to transformers when loading config, tokenizer and weights
     show_progress: bool = True
     log: object = field(default=print, repr=False)
 
@@ -179,7 +180,7 @@ def evaluate(config: EvalConfig) -> tuple[dict, list[Plan]]:
     """Runs everything; returns (results, plans made from --lazy-fractions)."""
     from ltexport.models.sources import resolve
 
-    source = resolve(config.model)
+    source = resolve(config.model, trust_remote_code=config.trust_remote_code)
     contexts = check_config(config, source.spec())
     timings = {}
     start = time.perf_counter()

@@ -67,7 +67,7 @@ class ModelSource:
                 str(self.path), gguf_file=self.gguf_file, trust_remote_code=self.trust_remote_code
             )
         except (OSError, ValueError) as exc:
-            raise LtexportError(f"cannot read the model config of {self.name}: {_first_line(exc)}") from None
+            raise LtexportError(f"cannot read the model config of {self.name}: {_first_line(exc)}{_remote_code_hint(exc)}") from None
 
     def spec(self) -> ModelSpec:
         return spec_from_config(self.config)
@@ -121,15 +121,23 @@ class ModelSource:
             from ltexport.models.tokenizers import ByteTokenizer
 
             return ByteTokenizer()
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(
-            str(self.path), gguf_file=self.gguf_file, trust_remote_code=self.trust_remote_code
-        )
+        return load_auto_tokenizer(self.path, self.trust_remote_code, gguf_file=self.gguf_file)
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind, "path": str(self.path) if self.path else None,
-                "gguf_file": self.gguf_file}
+                "gguf_file": self.gguf_file, "trust_remote_code": self.trust_remote_code}
+
+
+def load_auto_tokenizer(path: Path, trust_remote_code: bool, **kwargs):
+    """AutoTokenizer.from_pretrained; a tokenizer that needs its own code without the flag is a user error."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, **kwargs)
+    except ValueError as exc:
+        if not _remote_code_hint(exc):
+            raise
+        raise LtexportError(f"cannot load the tokenizer in {path}: {_first_line(exc)}{_remote_code_hint(exc)}") from None
 
 
 def resolve(name: str, trust_remote_code: bool = False) -> ModelSource:
@@ -228,6 +236,14 @@ def torch_dtype_of(dtype: str):
     if dtype not in table:
         raise LtexportError(f"unknown dtype {dtype!r}; use one of fp32, fp16, bf16")
     return table[dtype]
+
+
+def _remote_code_hint(exc: Exception) -> str:
+    """transformers refuses code shipped with a model (auto_map) unless trust_remote_code is set."""
+    text = str(exc)
+    if "trust_remote_code" in text or "custom code" in text:
+        return "; pass --trust-remote-code if you trust the code shipped with the model"
+    return ""
 
 
 def _first_line(exc: Exception) -> str:

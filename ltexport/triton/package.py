@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ltexport.errors import LtexportError
+from ltexport.staging import dir_mode
 from ltexport.triton.build_io import BuildIO, graph_tensors, load_model_proto, read_build, SEQUENCE_START
 from ltexport.triton.config import ServeOptions, model_config_text
 from ltexport.triton.graph import add_sequence_start
@@ -249,9 +250,7 @@ def package_triton(
     try:
         repo.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=repo))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes 0700; Triton may run as another user
+        os.chmod(stage, dir_mode())  # mkdtemp makes 0700; Triton may run as another user
         _write(stage, files)
         try:
             os.rename(stage, target)  # replaces only an empty directory

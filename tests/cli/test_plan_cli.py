@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import assert_user_error, run_cli
+from tests.conftest import assert_umask_modes, assert_user_error, run_cli
 
 
 def test_plan_writes_scores_and_summary(tmp_path):
@@ -20,10 +20,11 @@ def test_plan_writes_scores_and_summary(tmp_path):
     assert shown.exit_code == 0 and "lazy layers: 2/4" in shown.stdout
 
 
-def test_explicit_layers_skip_calibration(tmp_path):
+def test_explicit_layers_skip_calibration(tmp_path, umask_027):
     out = tmp_path / "plan.json"
     result = run_cli(["plan", "--model", "tiny-qwen2", "--layers", "1,3", "--prefill", "streaming", "-o", out])
     assert result.exit_code == 0, result.stderr
+    assert_umask_modes(out)  # 0640 under umask 027, not mkstemp's 0600
     doc = json.loads(out.read_text())
     assert doc["lazy_layers"] == [1, 3] and doc["scores"] is None and doc["prefill"] == "streaming"
 

@@ -13,7 +13,7 @@ from ltexport.export.onnx_export import export_onnx
 from ltexport.hybrid.model import HybridModel
 from ltexport.hybrid.step import TorchStep
 from ltexport.plan.schema import Plan, save_plan
-from tests.conftest import assert_user_error, run_cli
+from tests.conftest import assert_umask_modes, assert_user_error, run_cli
 
 
 def tiny_plan(source, lazy=(1, 3), window=14, prefill="dense"):
@@ -96,7 +96,7 @@ def plan_file(tmp_path, tiny_models):
     return path
 
 
-def test_build_validate_generate_through_the_cli(tmp_path, plan_file):
+def test_build_validate_generate_through_the_cli(tmp_path, plan_file, umask_027):
     out = tmp_path / "out"
     result = run_cli(["build", "--model", "tiny-mistral", "--plan", plan_file, "-o", out, "--backend", "ort",
                       "--decode-steps", "40", "--max-context", "8"])
@@ -111,6 +111,7 @@ def test_build_validate_generate_through_the_cli(tmp_path, plan_file):
     assert "top1_agreement" in report["quality_drift_vs_original"]
     for name in ("model.onnx", "model.onnx.data", "plan.json", "report.md", "polygraphy_outputs.json", "polygraphy_inputs.json"):
         assert (out / name).is_file(), name
+    assert_umask_modes(out)  # readable as a normal file would be (e.g. by Triton running as another user)
     assert run_cli(["validate", out]).exit_code == 0
     generated = run_cli(["generate", out, "--prompt", "hi", "--max-new-tokens", "5", "--temperature", "0.8", "--seed", "3"])
     assert generated.exit_code == 0, generated.stderr

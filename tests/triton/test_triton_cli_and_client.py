@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from triton_synth import HD, KV, SINK, WINDOW, EmulatedTriton, make_build, parse_config
 
 from ltexport.cli import main
+from tests.conftest import assert_umask_modes
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "examples" / "triton_client.py"
@@ -28,11 +29,12 @@ def assert_one_line_error(result, fragment):
     assert "Traceback" not in result.output
 
 
-def test_cli_package_and_repackage(tmp_path):
+def test_cli_package_and_repackage(tmp_path, umask_027):
     out = make_build(tmp_path / "out")
     first = run_cli(out, "--triton", tmp_path / "repo", "--name", "m", "--version", "2", "--gpu")
     assert first.exit_code == 0, first.output
     assert "wrote" in first.stdout and (tmp_path / "repo" / "m" / "2" / "model.onnx").is_file()
+    assert_umask_modes(tmp_path / "repo")  # repo, model dir (staged), files, README
     again = run_cli(out, "--triton", tmp_path / "repo", "--name", "m", "--version", "2", "--gpu")
     assert again.exit_code == 0 and "unchanged" in again.stdout
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from ltexport.backends.trt.graph import count_sink_window_nodes, lazy_cache_leng
 from ltexport.backends.trt.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, find_plugin_library, load_plugin_library
 from ltexport.backends.trt.profiles import SHAPE_INPUT_VALUES, Profiles, compute_profiles
 from ltexport.errors import LtexportError
+from ltexport.staging import write_bytes_atomic
 
 ENGINE_SUFFIX = ".engine"
 TIMING_CACHE_SUFFIX = ".timing.cache"
@@ -45,13 +45,6 @@ def shape_input_values(network, onnx_path) -> dict:
         raise LtexportError(f"{onnx_path}: TensorRT computes shapes from the input(s) {unknown}, whose value range "
                             "ltexport does not know; re-export the graph with `ltexport build`")
     return {name: SHAPE_INPUT_VALUES[name] for name in shape_inputs}
-
-
-def _write_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _parse(trt, network, logger, model, onnx_path: Path) -> None:
@@ -127,8 +120,8 @@ def build_engine(onnx_path, engine_path=None, *, plugin_library=None, profile: P
     if serialized is None:
         raise LtexportError(f"TensorRT could not build an engine for {onnx_path}; see the TensorRT log above")
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(engine_path, serialized)
-    _write_atomic(timing_cache_path, config.get_timing_cache().serialize())
+    write_bytes_atomic(engine_path, serialized)
+    write_bytes_atomic(timing_cache_path, config.get_timing_cache().serialize())
     return engine_path
 
 

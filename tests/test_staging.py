@@ -1,0 +1,76 @@
+"""Staged outputs land with the modes an ordinary open()/mkdir() gives (umask), not mkstemp's 0600/0700."""
+
+import os
+import stat
+import threading
+
+import pytest
+
+from ltexport import staging
+from ltexport.staging import current_umask, staged_dir, write_bytes_atomic, write_text_atomic
+from tests.conftest import assert_umask_modes
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture(params=[0o022, 0o027, 0o002], ids=lambda m: f"umask{m:03o}")
+def umask(request):
+    old = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("proc", [True, False], ids=["proc-status", "os-umask"])
+def test_current_umask_reads_without_changing_it(umask, proc, monkeypatch, tmp_path):
+    if not proc:
+        monkeypatch.setattr(staging, "_PROC_STATUS", str(tmp_path / "missing"))
+    assert current_umask() == umask
+    assert current_umask() == umask  # still set
+    assert os.umask(umask) == umask
+
+
+def test_atomic_writes_honour_the_umask(umask, tmp_path):
+    new, old = tmp_path / "new.json", tmp_path / "old.bin"
+    old.write_bytes(b"previous")
+    os.chmod(old, 0o600)
+    write_text_atomic(new, "{}\n")
+    write_bytes_atomic(old, memoryview(b"replaced"))  # any buffer (TensorRT's IHostMemory is one)
+    assert _mode(new) == _mode(old) == 0o666 & ~umask
+    assert new.read_text() == "{}\n" and old.read_bytes() == b"replaced"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.json", "old.bin"]  # no temp files left
+
+
+def test_staged_dir_honours_the_umask(umask, tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "stale.txt").write_text("replaced with the stage")
+    with staged_dir(target) as stage:
+        (stage / "sub").mkdir()
+        write_text_atomic(stage / "sub" / "report.json", "{}")
+        (stage / "model.onnx").write_bytes(b"x")
+    assert sorted(p.name for p in target.iterdir()) == ["model.onnx", "sub"]
+    assert_umask_modes(target, umask)
+
+
+def test_kept_failed_stage_honours_the_umask(umask, tmp_path):
+    kept = tmp_path / "failed"
+    with pytest.raises(RuntimeError), staged_dir(tmp_path / "out", keep_failed=kept) as stage:
+        write_text_atomic(stage / "report.json", "{}")
+        raise RuntimeError("validation failed")
+    assert not (tmp_path / "out").exists()
+    assert_umask_modes(kept, umask)
+
+
+def test_reading_the_umask_from_threads_is_safe(monkeypatch, tmp_path, umask):
+    monkeypatch.setattr(staging, "_PROC_STATUS", str(tmp_path / "missing"))  # the set-and-restore path
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.extend(current_umask() for _ in range(200))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(seen) == {umask} and os.umask(umask) == umask
