@@ -1,6 +1,7 @@
 /*
- * Shared device helpers: ring-buffer position arithmetic, the visibility rule, dtype conversion and warp
- * reductions. Everything here is __host__ __device__ where it can be, so host code and tests use the same rules.
+ * Shared device helpers: ring-buffer position arithmetic, the visibility rule, the argument fields all kernels
+ * share, dtype conversion and warp reductions. Everything here is __host__ __device__ where it can be, so host code
+ * and tests use the same rules.
  */
 #ifndef LTEXPORT_SINK_WINDOW_COMMON_CUH
 #define LTEXPORT_SINK_WINDOW_COMMON_CUH
@@ -45,6 +46,30 @@ LT_HD bool visible(int64_t keyPos, int64_t queryPos, int sink, int window, bool 
 {
     return keyPos >= 0 && keyPos <= queryPos && (dense || keyPos < sink || keyPos > queryPos - window);
 }
+
+// One call's tensors and shapes as the kernels read them (each uses a subset), filled once on the host
+// (fillKernelArgs). Kernels take it by value (parameter space), so the shared fields cost no memory traffic.
+// Pointers first, then 4-byte fields, so that no padding goes in (see the size check after DecodeArgs).
+struct KernelArgs
+{
+    void const* query;
+    void const* key;
+    void const* value;
+    void const* pastKey;
+    void const* pastValue;
+    int64_t const* pastLen;
+    void* output;
+    float* partialOut; // decode with splits > 1 (workspace): [B, Hq, splits, D]
+    float* partialMl;  //   and [B, Hq, splits, 2] max (log2 domain), sum
+    int qHeads;
+    int kvHeads;
+    int headDim;
+    int cacheLen; // S + W
+    int sink;
+    int window;
+    int dense;       // dense mode; decode then also attends the ring entry the new token is about to overwrite
+    float scaleLog2; // scale * log2(e): softmax in base 2
+};
 
 LT_HD float toFloat(float x)
 {
