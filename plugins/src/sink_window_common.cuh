@@ -36,6 +36,18 @@ LT_HD int64_t slotPosition(int s, int64_t len, int sink, int window)
     return sink + r + static_cast<int64_t>(window) * ((written - 1 - r) / window);
 }
 
+// Positions written before this call for row b: past_len, a negative one read as 0.
+LT_HD int64_t historyLength(int64_t const* pastLen, int b)
+{
+    return pastLen[b] > 0 ? pastLen[b] : 0;
+}
+
+// Ring slots [0, filled) hold keys once `len` positions have been written.
+LT_HD int filledSlots(int64_t len, int cacheLen)
+{
+    return len < cacheLen ? static_cast<int>(len) : cacheLen;
+}
+
 LT_HD int slotOf(int64_t pos, int sink, int window)
 {
     return pos < sink ? static_cast<int>(pos) : sink + static_cast<int>((pos - sink) % window);

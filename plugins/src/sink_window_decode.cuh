@@ -60,9 +60,9 @@ __global__ void __launch_bounds__(kDecodeThreads) decodeKernel(DecodeArgs a)
     int const G = a.qHeads / a.kvHeads;
     int const C = a.cacheLen;
 
-    int64_t const len = a.pastLen[b] > 0 ? a.pastLen[b] : 0;
-    int const filled = len < C ? static_cast<int>(len) : C; // slots [0, filled) hold keys
-    int const nKeys = filled + 1;                           // + the new token, key index `filled`
+    int64_t const len = historyLength(a.pastLen, b);
+    int const filled = filledSlots(len, C);
+    int const nKeys = filled + 1; // + the new token, key index `filled`
     int const kBegin = split * a.keysPerSplit;
     int const kEnd = min(nKeys, kBegin + a.keysPerSplit);
 

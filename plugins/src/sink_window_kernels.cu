@@ -38,7 +38,7 @@ __global__ void __launch_bounds__(kUpdateThreads) cacheUpdateKernel(UpdateArgs a
         int const t = static_cast<int>(rest % a.seqLen);
         size_t const bh = rest / a.seqLen;
         int const b = static_cast<int>(bh / a.kvHeads);
-        int64_t const len = a.pastLen[b] > 0 ? a.pastLen[b] : 0;
+        int64_t const len = historyLength(a.pastLen, b);
         int64_t const pos = len + t;
         if (pos >= a.sink && t + a.window < a.seqLen)
         {

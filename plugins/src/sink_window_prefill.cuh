@@ -101,8 +101,8 @@ __global__ void __launch_bounds__(kPrefillThreads) prefillKernel(PrefillArgs a)
     int const hkv = h / G;
     bool const dense = a.dense != 0;
 
-    int64_t const len = a.pastLen[b] > 0 ? a.pastLen[b] : 0;
-    int const filled = len < C ? static_cast<int>(len) : C;
+    int64_t const len = historyLength(a.pastLen, b);
+    int const filled = filledSlots(len, C);
     int const tLast = min(T_, t0 + kPrefillRows) - 1;
     int const total = filled + tLast + 1; // causal: no key after the block's last query
 
