@@ -1,6 +1,7 @@
 /*
- * Shared device helpers: ring-buffer position arithmetic, the visibility rule, dtype conversion and warp
- * reductions. Everything here is __host__ __device__ where it can be, so host code and tests use the same rules.
+ * Shared device helpers: ring-buffer position arithmetic, the visibility rule, the argument fields all kernels
+ * share, dtype conversion and warp reductions. Everything here is __host__ __device__ where it can be, so host code
+ * and tests use the same rules.
  */
 #ifndef LTEXPORT_SINK_WINDOW_COMMON_CUH
 #define LTEXPORT_SINK_WINDOW_COMMON_CUH
@@ -35,6 +36,18 @@ LT_HD int64_t slotPosition(int s, int64_t len, int sink, int window)
     return sink + r + static_cast<int64_t>(window) * ((written - 1 - r) / window);
 }
 
+// Positions written before this call for row b: past_len, a negative one read as 0.
+LT_HD int64_t historyLength(int64_t const* pastLen, int b)
+{
+    return pastLen[b] > 0 ? pastLen[b] : 0;
+}
+
+// Ring slots [0, filled) hold keys once `len` positions have been written.
+LT_HD int filledSlots(int64_t len, int cacheLen)
+{
+    return len < cacheLen ? static_cast<int>(len) : cacheLen;
+}
+
 LT_HD int slotOf(int64_t pos, int sink, int window)
 {
     return pos < sink ? static_cast<int>(pos) : sink + static_cast<int>((pos - sink) % window);
@@ -45,6 +58,30 @@ LT_HD bool visible(int64_t keyPos, int64_t queryPos, int sink, int window, bool 
 {
     return keyPos >= 0 && keyPos <= queryPos && (dense || keyPos < sink || keyPos > queryPos - window);
 }
+
+// One call's tensors and shapes as the kernels read them (each uses a subset), filled once on the host
+// (fillKernelArgs). Kernels take it by value (parameter space), so the shared fields cost no memory traffic.
+// Pointers first, then 4-byte fields, so that no padding goes in (see the size check after DecodeArgs).
+struct KernelArgs
+{
+    void const* query;
+    void const* key;
+    void const* value;
+    void const* pastKey;
+    void const* pastValue;
+    int64_t const* pastLen;
+    void* output;
+    float* partialOut; // decode with splits > 1 (workspace): [B, Hq, splits, D]
+    float* partialMl;  //   and [B, Hq, splits, 2] max (log2 domain), sum
+    int qHeads;
+    int kvHeads;
+    int headDim;
+    int cacheLen; // S + W
+    int sink;
+    int window;
+    int dense;       // dense mode; decode then also attends the ring entry the new token is about to overwrite
+    float scaleLog2; // scale * log2(e): softmax in base 2
+};
 
 LT_HD float toFloat(float x)
 {

@@ -17,20 +17,12 @@ namespace
 constexpr int kUpdateThreads = 128;
 constexpr int kUpdateMaxBlocks = 4096;
 
-struct UpdateArgs
+struct UpdateArgs : KernelArgs
 {
-    void const* key;
-    void const* value;
-    int64_t const* pastLen;
     void* presentKey;
     void* presentValue;
-    int kvHeads;
-    int seqLen;
-    int headDim;
-    int cacheLen;
-    int sink;
-    int window;
     size_t total; // B * Hkv * T * D
+    int seqLen;
 };
 
 // Writes the new tokens into the ring. A token is skipped when a later one of the same call lands in the same
@@ -46,7 +38,7 @@ __global__ void __launch_bounds__(kUpdateThreads) cacheUpdateKernel(UpdateArgs a
         int const t = static_cast<int>(rest % a.seqLen);
         size_t const bh = rest / a.seqLen;
         int const b = static_cast<int>(bh / a.kvHeads);
-        int64_t const len = a.pastLen[b] > 0 ? a.pastLen[b] : 0;
+        int64_t const len = historyLength(a.pastLen, b);
         int64_t const pos = len + t;
         if (pos >= a.sink && t + a.window < a.seqLen)
         {
@@ -119,12 +111,9 @@ size_t decodeWorkspaceBytes(int batch, int qHeads, int splits, int headDim)
     return alignUp(parts * headDim * sizeof(float), 256) + parts * 2 * sizeof(float);
 }
 
-template <typename T, int NDL, int GT>
-cudaError_t launchDecode(LtSinkWindowParams const& p, cudaStream_t stream)
+// The C API parameters as the fields all kernels share: one place for the tensors and the ring geometry.
+void fillKernelArgs(KernelArgs& a, LtSinkWindowParams const& p)
 {
-    int const group = p.q_heads / p.kv_heads;
-    int const cacheLen = p.sink + p.window;
-    DecodeArgs a{};
     a.query = p.query;
     a.key = p.key;
     a.value = p.value;
@@ -135,16 +124,24 @@ cudaError_t launchDecode(LtSinkWindowParams const& p, cudaStream_t stream)
     a.qHeads = p.q_heads;
     a.kvHeads = p.kv_heads;
     a.headDim = p.head_dim;
-    a.cacheLen = cacheLen;
+    a.cacheLen = p.sink + p.window;
     a.sink = p.sink;
     a.window = p.window;
-    a.headGroups = (group + GT - 1) / GT;
-    SplitPlan const plan
-        = planDecodeSplits(p.batch, p.kv_heads, a.headGroups, cacheLen, DecodeShape<T, NDL>::kChunk);
-    a.splits = plan.splits;
-    a.keysPerSplit = plan.keysPerSplit;
     a.dense = p.prefill_mode == LT_PREFILL_DENSE;
     a.scaleLog2 = p.scale * 1.4426950408889634f;
+}
+
+template <typename T, int NDL, int GT>
+cudaError_t launchDecode(LtSinkWindowParams const& p, cudaStream_t stream)
+{
+    int const group = p.q_heads / p.kv_heads;
+    DecodeArgs a{};
+    fillKernelArgs(a, p);
+    a.headGroups = (group + GT - 1) / GT;
+    SplitPlan const plan
+        = planDecodeSplits(p.batch, p.kv_heads, a.headGroups, a.cacheLen, DecodeShape<T, NDL>::kChunk);
+    a.splits = plan.splits;
+    a.keysPerSplit = plan.keysPerSplit;
     if (plan.splits > 1)
     {
         size_t const parts = static_cast<size_t>(p.batch) * p.q_heads * plan.splits;
@@ -182,23 +179,9 @@ template <typename T, int NDL>
 cudaError_t launchPrefill(LtSinkWindowParams const& p, cudaStream_t stream)
 {
     PrefillArgs a{};
-    a.query = p.query;
-    a.key = p.key;
-    a.value = p.value;
-    a.pastKey = p.past_key;
-    a.pastValue = p.past_value;
-    a.pastLen = p.past_len;
-    a.output = p.output;
-    a.qHeads = p.q_heads;
-    a.kvHeads = p.kv_heads;
+    fillKernelArgs(a, p);
     a.seqLen = p.seq_len;
-    a.headDim = p.head_dim;
-    a.cacheLen = p.sink + p.window;
-    a.sink = p.sink;
-    a.window = p.window;
-    a.dense = p.prefill_mode == LT_PREFILL_DENSE;
     a.keyStride = conflictFreeStride<T>(p.head_dim);
-    a.scaleLog2 = p.scale * 1.4426950408889634f;
     size_t const smem = prefillSmemBytes<T>(p.head_dim);
     auto kernel = prefillKernel<T, NDL>;
     if (smem > 48 * 1024)
@@ -237,17 +220,10 @@ cudaError_t updateCache(LtSinkWindowParams const& p, cudaStream_t stream)
         }
     }
     UpdateArgs a{};
-    a.key = p.key;
-    a.value = p.value;
-    a.pastLen = p.past_len;
+    fillKernelArgs(a, p);
     a.presentKey = p.present_key;
     a.presentValue = p.present_value;
-    a.kvHeads = p.kv_heads;
     a.seqLen = p.seq_len;
-    a.headDim = p.head_dim;
-    a.cacheLen = p.sink + p.window;
-    a.sink = p.sink;
-    a.window = p.window;
     a.total = static_cast<size_t>(p.batch) * p.kv_heads * p.seq_len * p.head_dim;
     if (a.total == 0)
     {

@@ -146,6 +146,33 @@ std::string checkDescs(Desc const* in, int32_t nbInputs, int32_t nbOutputs, Sink
     }
     return shapeProblem(dims, types, config);
 }
+
+// configurePlugin (build time) and onShapeChange (run time) validate alike; only the descriptor type differs.
+template <typename Desc>
+int32_t validateDescs(char const* caller, Desc const* in, int32_t nbInputs, Desc const* out, int32_t nbOutputs,
+    SinkWindowConfig const& config) noexcept
+{
+    try
+    {
+        if (out == nullptr)
+        {
+            logError(std::string(caller) + ": missing output descriptors");
+            return -1;
+        }
+        std::string const problem = checkDescs(in, nbInputs, nbOutputs, config);
+        if (!problem.empty())
+        {
+            logError(problem);
+            return -1;
+        }
+        return 0;
+    }
+    catch (std::exception const& e)
+    {
+        logError(e.what());
+    }
+    return -1;
+}
 } // namespace
 
 SinkWindowAttentionPlugin::SinkWindowAttentionPlugin(SinkWindowConfig const& config)
@@ -321,26 +348,7 @@ bool SinkWindowAttentionPlugin::supportsFormatCombination(
 int32_t SinkWindowAttentionPlugin::configurePlugin(
     DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
-    try
-    {
-        if (out == nullptr)
-        {
-            logError("configurePlugin: missing output descriptors");
-            return -1;
-        }
-        std::string const problem = checkDescs(in, nbInputs, nbOutputs, mConfig);
-        if (!problem.empty())
-        {
-            logError(problem);
-            return -1;
-        }
-        return 0;
-    }
-    catch (std::exception const& e)
-    {
-        logError(e.what());
-    }
-    return -1;
+    return validateDescs("configurePlugin", in, nbInputs, out, nbOutputs, mConfig);
 }
 
 size_t SinkWindowAttentionPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
@@ -391,26 +399,7 @@ int32_t SinkWindowAttentionPlugin::getAliasedInput(int32_t outputIndex) noexcept
 int32_t SinkWindowAttentionPlugin::onShapeChange(
     PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
-    try
-    {
-        if (out == nullptr)
-        {
-            logError("onShapeChange: missing output descriptors");
-            return -1;
-        }
-        std::string const problem = checkDescs(in, nbInputs, nbOutputs, mConfig);
-        if (!problem.empty())
-        {
-            logError(problem);
-            return -1;
-        }
-        return 0;
-    }
-    catch (std::exception const& e)
-    {
-        logError(e.what());
-    }
-    return -1;
+    return validateDescs("onShapeChange", in, nbInputs, out, nbOutputs, mConfig);
 }
 
 int32_t SinkWindowAttentionPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc,

@@ -21,25 +21,10 @@ constexpr int kPrefillRows = 16;               // queries per block
 constexpr int kPrefillKeys = kWarpSize;        // keys per tile: one per lane
 constexpr int kRowsPerWarp = kPrefillRows / kPrefillWarps;
 
-struct PrefillArgs
+struct PrefillArgs : KernelArgs
 {
-    void const* query;
-    void const* key;
-    void const* value;
-    void const* pastKey;
-    void const* pastValue;
-    int64_t const* pastLen;
-    void* output;
-    int qHeads;
-    int kvHeads;
     int seqLen;
-    int headDim;
-    int cacheLen;
-    int sink;
-    int window;
-    int dense;
     int keyStride; // padded row stride (elements) of the staged keys
-    float scaleLog2;
 };
 
 // Key rows in shared memory are read by 32 lanes at the same column: an odd number of 32-bit words per row puts
@@ -116,8 +101,8 @@ __global__ void __launch_bounds__(kPrefillThreads) prefillKernel(PrefillArgs a)
     int const hkv = h / G;
     bool const dense = a.dense != 0;
 
-    int64_t const len = a.pastLen[b] > 0 ? a.pastLen[b] : 0;
-    int const filled = len < C ? static_cast<int>(len) : C;
+    int64_t const len = historyLength(a.pastLen, b);
+    int const filled = filledSlots(len, C);
     int const tLast = min(T_, t0 + kPrefillRows) - 1;
     int const total = filled + tLast + 1; // causal: no key after the block's last query
 

@@ -322,6 +322,9 @@ void testBuildNegotiation()
     badBatch[0].desc.dims.d[0] = 4;
     CHECK(build->configurePlugin(badBatch.data(), 6, goodOut.data(), 3) != 0);
     CHECK(build->configurePlugin(good.data(), 5, goodOut.data(), 3) != 0);
+    gLastLog.clear();
+    CHECK(build->configurePlugin(good.data(), 6, nullptr, 3) != 0);
+    CHECK(gLastLog.find("configurePlugin: missing output descriptors") != std::string::npos);
 
     // Workspace: sized for the profile's largest batch when decode (T == 1) is possible, else none.
     Fields wf;
@@ -437,6 +440,9 @@ void testEnqueue(int32_t window, Problem const& p, std::vector<int64_t> const& l
     auto wrongIn = wrong.inputs();
     auto wrongOut = wrong.outputs();
     CHECK(rt->onShapeChange(wrongIn.data(), 6, wrongOut.data(), 3) != 0);
+    gLastLog.clear();
+    CHECK(rt->onShapeChange(inDesc.data(), 6, nullptr, 3) != 0);
+    CHECK(gLastLog.find("onShapeChange: missing output descriptors") != std::string::npos);
     CHECK(rt->enqueue(wrongIn.data(), wrongOut.data(), ins, outs, viaPlugin.workspace.data(), nullptr) != 0);
 }
 

@@ -115,10 +115,18 @@ def covering_set(*, dtypes, head_dims, configs=CONFIGS, gqa=GQA, prefills=("dens
     return out
 
 
-def run_and_check(kernels, case: Case, device: str) -> None:
+def run_and_check(kernels, case: Case, device: str, *, in_place: bool = False) -> None:
+    """in_place: present_* alias past_* (TensorRT's aliased I/O) and must still match."""
     inputs = make_inputs(case, device)
-    got = kernels.attention(*inputs, sink=case.sink, window=case.window, scale=scale_of(case), prefill=case.prefill)
-    assert_matches(case, got, reference(case, inputs))
+    want = reference(case, inputs)  # first: in place, the kernels overwrite past_key/past_value
+    got = kernels.attention(*inputs, sink=case.sink, window=case.window, scale=scale_of(case), prefill=case.prefill,
+                            in_place=in_place)
+    if in_place:
+        if got.output.is_cuda:
+            torch.cuda.synchronize()
+        assert got.present_key.data_ptr() == inputs[3].data_ptr()
+        assert got.present_value.data_ptr() == inputs[4].data_ptr()
+    assert_matches(case, got, want)
 
 
 def load_or_skip(device: str):

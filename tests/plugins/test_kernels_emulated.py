@@ -44,13 +44,7 @@ def test_kernels_match_reference_full(kernels, case):
 def test_in_place_update_matches(kernels, seq):
     """present_* aliasing past_* (TensorRT's aliased I/O) gives the same output and ring."""
     case = sw.Case(4, 124, 6, 2, 16, seq, (3, 130, 700), "streaming", "fp16")
-    inputs = sw.make_inputs(case, "cpu")
-    expected = sw.reference(case, inputs)
-    q, k, v, pk, pv, pl = inputs
-    got = kernels.attention(q, k, v, pk, pv, pl, sink=case.sink, window=case.window, scale=sw.scale_of(case),
-                            prefill=case.prefill, in_place=True)
-    assert got.present_key.data_ptr() == pk.data_ptr()
-    sw.assert_matches(case, got, expected)
+    sw.run_and_check(kernels, case, "cpu", in_place=True)
 
 
 def test_workspace_covers_smaller_batches(kernels):

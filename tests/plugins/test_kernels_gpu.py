@@ -45,14 +45,7 @@ def test_realistic_shapes(kernels, dtype, seq):
 @pytest.mark.parametrize("seq", [1, 5])
 def test_in_place_update_matches(kernels, seq):
     case = sw.Case(4, 124, 6, 2, 128, seq, (3, 130, 700), "streaming", "fp16")
-    inputs = sw.make_inputs(case, "cuda")
-    expected = sw.reference(case, inputs)
-    q, k, v, pk, pv, pl = inputs
-    got = kernels.attention(q, k, v, pk, pv, pl, sink=case.sink, window=case.window, scale=sw.scale_of(case),
-                            prefill=case.prefill, in_place=True)
-    torch.cuda.synchronize()
-    assert got.present_key.data_ptr() == pk.data_ptr()
-    sw.assert_matches(case, got, expected)
+    sw.run_and_check(kernels, case, "cuda", in_place=True)
 
 
 def test_decode_steps_match_one_prefill(kernels):
