@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ltexport.hybrid.caches import INPUT_PREFIX, OUTPUT_PREFIX
+from ltexport.hybrid.caches import INPUT_PREFIX, OUTPUT_PREFIX, initial_cache_shape
 
 
 class RunnerStep:
@@ -24,17 +24,11 @@ class RunnerStep:
         # Graphs built for Triton take `seq_start`; 0 = continue the sequence, it does not change outputs.
         self.control = {"seq_start": np.zeros(1, dtype=np.int32)} if "seq_start" in self.metadata else {}
 
-    @property
-    def name(self) -> str:
-        return self.runner.name
-
     def empty_caches(self, batch: int) -> list[np.ndarray]:
         caches = []
         for name in self.cache_names:
             meta = self.metadata[name]
-            # Fixed dims (a lazy layer's ring) stay; dynamic ones (a full layer's length) start empty.
-            shape = [batch if i == 0 else (d if isinstance(d, int) and d >= 0 else 0) for i, d in enumerate(meta.shape)]
-            caches.append(np.zeros(shape, dtype=self._host_dtype(meta.dtype)))
+            caches.append(np.zeros(initial_cache_shape(meta.shape, batch), dtype=self._host_dtype(meta.dtype)))
         return caches
 
     def infer(self, feed: dict) -> dict:

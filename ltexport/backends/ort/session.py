@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ltexport.errors import LtexportError
+from ltexport.hybrid.caches import initial_cache_shape
 
 # ONNX tensor element types -> numpy (bf16 caches are not runnable in ORT on CPU; fp32/fp16 are).
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
@@ -38,8 +39,7 @@ class OrtStep:
         for info in self.cache_inputs:
             if info.type not in _NP_TYPES:
                 raise LtexportError(f"ONNX Runtime on CPU cannot run {info.type} caches; build with --dtype fp32 or fp16")
-            shape = [batch if i == 0 else (d if isinstance(d, int) else 0) for i, d in enumerate(info.shape)]
-            caches.append(np.zeros(shape, dtype=_NP_TYPES[info.type]))
+            caches.append(np.zeros(initial_cache_shape(info.shape, batch), dtype=_NP_TYPES[info.type]))
         return caches
 
     def feed(self, input_ids: np.ndarray, past_len: np.ndarray, caches: list[np.ndarray]) -> dict:
