@@ -19,12 +19,11 @@ import torch
 from torch import nn
 
 from ltexport.errors import LtexportError
-from ltexport.hybrid.caches import INPUT_PREFIX, OUTPUT_PREFIX, cache_names, empty_caches
+from ltexport.export.contract import DATA_FILE, DOMAIN, MODEL_FILE, OP_TYPE, io_names
+from ltexport.hybrid.caches import empty_caches
 from ltexport.hybrid.model import HybridModel
 
 OPSET = 21  # the highest TensorRT 10.x parses; the sink+window function body needs >= 19
-MODEL_FILE = "model.onnx"
-DATA_FILE = "model.onnx.data"
 _WRAPPER_PREFIX = "hybrid."
 
 
@@ -37,12 +36,6 @@ class _ExportWrapper(nn.Module):
 
     def forward(self, input_ids, past_len, past_key_values: list[torch.Tensor]):
         return self.hybrid(input_ids, past_len, *past_key_values)
-
-
-def io_names(num_layers: int) -> tuple[list[str], list[str]]:
-    inputs = ["input_ids", "past_len", *cache_names(num_layers, INPUT_PREFIX)]
-    outputs = ["logits", "present_len", *cache_names(num_layers, OUTPUT_PREFIX)]
-    return inputs, outputs
 
 
 def export_onnx(hybrid: HybridModel, out_dir: Path, weights=None) -> Path:
@@ -135,8 +128,6 @@ def _grow(cache: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def _check_nodes(model, plan) -> None:
-    from ltexport.export.sink_window_onnx import DOMAIN, OP_TYPE
-
     found = sum(1 for n in model.graph.node if n.domain == DOMAIN and n.op_type == OP_TYPE)
     if found != len(plan.lazy_layers):
         raise RuntimeError(f"export produced {found} {OP_TYPE} nodes for {len(plan.lazy_layers)} lazy layers")

@@ -15,12 +15,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from ltexport.errors import LtexportError
-
-DOMAIN = "ltexport"
-OP_TYPE = "SinkWindowAttention"
-OP_VERSION = 1
-PLUGIN_NAMESPACE = "ltexport"
-PLUGIN_VERSION = "1"
+from ltexport.export.contract import DOMAIN, OP_TYPE, OP_VERSION, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 INPUTS = ("query", "key", "value", "past_key", "past_value", "past_len")
 OUTPUTS = ("output", "present_key", "present_value")

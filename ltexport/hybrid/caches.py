@@ -1,6 +1,7 @@
 """Explicit KV caches: fixed S+W ring buffers for lazy layers, growing tensors for full layers.
 
-Caches travel as a flat list [key_0, value_0, key_1, value_1, ...], the order of the graph I/O.
+Caches travel as a flat list [key_0, value_0, key_1, value_1, ...], the order of the graph I/O
+(their names: ltexport.export.contract.cache_names).
 """
 
 from ltexport.plan.schema import Plan
@@ -24,12 +25,3 @@ def initial_cache_shape(dims, batch: int) -> list[int]:
     """An empty cache for graph input dims: fixed dims (a lazy layer's ring) stay, dynamic ones (a full
     layer's length: a name, None, or -1 as TensorRT reports it) start at 0."""
     return [batch if i == 0 else (d if isinstance(d, int) and d >= 0 else 0) for i, d in enumerate(dims)]
-
-
-def cache_names(num_layers: int, prefix: str) -> list[str]:
-    """`past_key_values.{i}.key|value` for inputs, `present.{i}.key|value` for outputs."""
-    return [f"{prefix}.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
-
-
-INPUT_PREFIX = "past_key_values"
-OUTPUT_PREFIX = "present"

@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from ltexport.hybrid.caches import INPUT_PREFIX, cache_names, empty_caches
+from ltexport.export.contract import INPUT_IDS, INPUT_PREFIX, LOGITS, PAST_LEN, PRESENT_LEN, cache_names, is_cache_input, is_cache_output, present_name
+from ltexport.hybrid.caches import empty_caches
 from ltexport.hybrid.model import HybridModel
 
 
@@ -18,17 +19,17 @@ class TorchStep:
     @torch.no_grad()
     def run(self, feed: dict) -> dict:
         """Graph-style call: named inputs -> named outputs (numpy)."""
-        caches = [torch.from_numpy(np.asarray(feed[name])) for name in feed if name.startswith("past_key_values.")]
-        out = self.hybrid(torch.from_numpy(feed["input_ids"]), torch.from_numpy(feed["past_len"]),
+        caches = [torch.from_numpy(np.asarray(feed[name])) for name in feed if is_cache_input(name)]
+        out = self.hybrid(torch.from_numpy(feed[INPUT_IDS]), torch.from_numpy(feed[PAST_LEN]),
                           *[c.to(self.dtype) for c in caches])
-        names = ["logits", "present_len"] + [n.replace("past_key_values.", "present.") for n in feed if n.startswith("past_key_values.")]
+        names = [LOGITS, PRESENT_LEN] + [present_name(n) for n in feed if is_cache_input(n)]
         return dict(zip(names, (_to_numpy(t) for t in out)))
 
     def __call__(self, input_ids, past_len, caches):
-        feed = {"input_ids": input_ids, "past_len": past_len}
+        feed = {INPUT_IDS: input_ids, PAST_LEN: past_len}
         feed.update(zip(cache_names(len(caches) // 2, INPUT_PREFIX), caches))
         out = self.run(feed)
-        return out["logits"], out["present_len"], [v for k, v in out.items() if k.startswith("present.")]
+        return out[LOGITS], out[PRESENT_LEN], [v for k, v in out.items() if is_cache_output(k)]
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:

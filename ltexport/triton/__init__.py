@@ -4,7 +4,7 @@ Importable without tritonclient (only the tests and examples/ use it).
 """
 
 from ltexport.triton.build_io import BuildIO, CacheState, read_build
-from ltexport.triton.graph import add_sequence_start
+from ltexport.export.sequence_start import add_sequence_start
 from ltexport.triton.memory import StateMemory, cache_bytes, state_memory_per_sequence
 from ltexport.triton.package import TritonPackage, check_model_name, package_triton
 

@@ -13,17 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ltexport.errors import LtexportError
+from ltexport.export.contract import INPUT_IDS, LOGITS, PAST_LEN, PAST_RE as _PAST_RE, PRESENT_LEN, PRESENT_RE as _PRESENT_RE
+from ltexport.export.contract import SEQ_START as SEQUENCE_START
 from ltexport.plan.schema import load_plan
-
-INPUT_IDS = "input_ids"
-PAST_LEN = "past_len"
-PRESENT_LEN = "present_len"
-LOGITS = "logits"
-# Control input added for Triton (see ltexport.triton.graph.add_sequence_start).
-SEQUENCE_START = "seq_start"
-
-_PAST_RE = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
-_PRESENT_RE = re.compile(r"^present\.(\d+)\.(key|value)$")
 
 # ONNX TensorProto element type -> (Triton data type, bytes per element)
 _ONNX_TYPES = {

@@ -30,7 +30,7 @@ from ltexport.errors import LtexportError
 from ltexport.staging import dir_mode
 from ltexport.triton.build_io import BuildIO, graph_tensors, load_model_proto, read_build, SEQUENCE_START
 from ltexport.triton.config import ServeOptions, model_config_text
-from ltexport.triton.graph import add_sequence_start
+from ltexport.export.sequence_start import add_sequence_start
 from ltexport.triton.readme import PLUGIN_NAME, REPO_README_MARKER, model_readme, repo_readme
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")

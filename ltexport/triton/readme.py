@@ -46,7 +46,7 @@ def model_readme(io: BuildIO, repo: Path, name: str, version: int, gpu: bool, in
     else:
         files = (f"- `{version}/model.onnx` and its external data file(s): the graph run by the onnxruntime "
                  "backend (the custom attention node carries a local function, so no plugin is needed).\n")
-    seq_note = ("The packager added the `seq_start` input to this copy of the graph (`ltexport.triton.graph."
+    seq_note = ("The packager added the `seq_start` input to this copy of the graph (`ltexport.export.sequence_start."
                 "add_sequence_start`); with `seq_start = 0` the graph computes exactly what the build validated."
                 if seq_start_added else
                 "The graph has its own `seq_start` input." if io.seq_start is not None else

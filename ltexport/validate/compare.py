@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ltexport.generation import generate
-from ltexport.hybrid.caches import INPUT_PREFIX, cache_names
+from ltexport.export.contract import INPUT_IDS, INPUT_PREFIX, LOGITS, OUTPUT_PREFIX, PAST_LEN, PRESENT_LEN, cache_names, is_cache_output, present_name
 
 
 @dataclass
@@ -54,16 +54,16 @@ REFERENCE_NAME = "pytorch-reference"
 
 def reference_feeds(reference, prompt_ids: list[int], decode_steps: int):
     """Yield (feed, reference outputs) along the reference's greedy path."""
-    feed = OrderedDict(input_ids=np.array([prompt_ids], dtype=np.int64), past_len=np.zeros(1, dtype=np.int64))
+    feed = OrderedDict({INPUT_IDS: np.array([prompt_ids], dtype=np.int64), PAST_LEN: np.zeros(1, dtype=np.int64)})
     caches = reference.empty_caches(1)
     names = cache_names(len(caches) // 2, INPUT_PREFIX)
     feed.update(zip(names, caches))
     for _ in range(decode_steps + 1):
         out = reference.run(feed)
         yield feed, out
-        token = int(np.argmax(out["logits"][0, -1]))
-        feed = OrderedDict(input_ids=np.array([[token]], dtype=np.int64), past_len=out["present_len"])
-        feed.update((n, out[n.replace("past_key_values.", "present.")]) for n in names)
+        token = int(np.argmax(out[LOGITS][0, -1]))
+        feed = OrderedDict({INPUT_IDS: np.array([[token]], dtype=np.int64), PAST_LEN: out[PRESENT_LEN]})
+        feed.update((n, out[present_name(n)]) for n in names)
 
 
 def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int, tol: Tolerance,
@@ -98,7 +98,7 @@ def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int,
                     stats.setdefault(group, CheckStats(group, tol.atol, tol.rtol)).add(result)
             if index == 0:
                 first_results, first_feed = results, feed
-            last = ref_out["logits"][0, -1]
+            last = ref_out[LOGITS][0, -1]
             tokens.append(int(np.argmax(last)))
             logits.append(last.astype(np.float32))
         agreement = greedy_agreement(step, prompt_ids, tokens, logits, tol) if greedy else {}
@@ -106,7 +106,7 @@ def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int,
 
 
 def _group(output_name: str) -> str:
-    return "present" if output_name.startswith("present.") else output_name
+    return OUTPUT_PREFIX if is_cache_output(output_name) else output_name
 
 
 def greedy_agreement(backend_step, prompt_ids: list[int], reference_tokens: list[int],

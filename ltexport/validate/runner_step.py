@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ltexport.hybrid.caches import INPUT_PREFIX, OUTPUT_PREFIX, initial_cache_shape
+from ltexport.export.contract import INPUT_IDS, LOGITS, PAST_LEN, PRESENT_LEN, SEQ_START, is_cache_input, present_name
+from ltexport.hybrid.caches import initial_cache_shape
 
 
 class RunnerStep:
@@ -20,9 +21,9 @@ class RunnerStep:
         self.runner = runner
         self.metadata = runner.get_input_metadata(use_numpy_dtypes=False)
         self._datatype = DataType
-        self.cache_names = [name for name in self.metadata if name.startswith(f"{INPUT_PREFIX}.")]
+        self.cache_names = [name for name in self.metadata if is_cache_input(name)]
         # Graphs built for Triton take `seq_start`; 0 = continue the sequence, it does not change outputs.
-        self.control = {"seq_start": np.zeros(1, dtype=np.int32)} if "seq_start" in self.metadata else {}
+        self.control = {SEQ_START: np.zeros(1, dtype=np.int32)} if SEQ_START in self.metadata else {}
 
     def empty_caches(self, batch: int) -> list[np.ndarray]:
         caches = []
@@ -38,9 +39,9 @@ class RunnerStep:
         return {name: _to_host(value) for name, value in self.runner.infer(cast).items()}
 
     def __call__(self, input_ids, past_len, caches):
-        out = self.infer({"input_ids": input_ids, "past_len": past_len, **dict(zip(self.cache_names, caches))})
-        presents = [out[name.replace(INPUT_PREFIX, OUTPUT_PREFIX, 1)] for name in self.cache_names]
-        return out["logits"], out["present_len"], presents
+        out = self.infer({INPUT_IDS: input_ids, PAST_LEN: past_len, **dict(zip(self.cache_names, caches))})
+        presents = [out[present_name(name)] for name in self.cache_names]
+        return out[LOGITS], out[PRESENT_LEN], presents
 
     def _host_dtype(self, dtype):
         return np.float32 if dtype == self._datatype.BFLOAT16 else self._datatype.to_dtype(dtype, "numpy")

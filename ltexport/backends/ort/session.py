@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ltexport.errors import LtexportError
+from ltexport.export.contract import INPUT_IDS, PAST_LEN, is_cache_input
 from ltexport.hybrid.caches import initial_cache_shape
 
 # ONNX tensor element types -> numpy (bf16 caches are not runnable in ORT on CPU; fp32/fp16 are).
@@ -31,7 +32,7 @@ class OrtStep:
 
     def __init__(self, model_path: Path, threads: int | None = None):
         self.session = make_session(model_path, threads)
-        self.cache_inputs = [i for i in self.session.get_inputs() if i.name.startswith("past_key_values.")]
+        self.cache_inputs = [i for i in self.session.get_inputs() if is_cache_input(i.name)]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def empty_caches(self, batch: int) -> list[np.ndarray]:
@@ -43,7 +44,7 @@ class OrtStep:
         return caches
 
     def feed(self, input_ids: np.ndarray, past_len: np.ndarray, caches: list[np.ndarray]) -> dict:
-        feed = {"input_ids": input_ids.astype(np.int64), "past_len": past_len.astype(np.int64)}
+        feed = {INPUT_IDS: input_ids.astype(np.int64), PAST_LEN: past_len.astype(np.int64)}
         feed.update({info.name: c for info, c in zip(self.cache_inputs, caches)})
         return feed
 

@@ -22,7 +22,8 @@ from ltexport.backends.trt.plugin import (
     load_plugin_library,
 )
 from ltexport.backends.trt.profiles import ProfileShapes, Profiles, compute_profiles
-from ltexport.backends.trt.runner import ENGINE_FILE, trt_runner
+from ltexport.backends.trt.runner import trt_runner
+from ltexport.export.contract import ENGINE_FILE
 
 __all__ = [
     "ENGINE_FILE",

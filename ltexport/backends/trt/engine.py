@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ltexport.backends.trt._tensorrt import import_tensorrt, trt_major
 from ltexport.backends.trt.graph import count_sink_window_nodes, lazy_cache_lengths, without_sink_window_functions
-from ltexport.backends.trt.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, find_plugin_library, load_plugin_library
+from ltexport.backends.trt.plugin import find_plugin_library, load_plugin_library
+from ltexport.export.contract import ENGINE_FILE, MODEL_FILE, PLUGIN_NAME, PLUGIN_NAMESPACE, is_cache_input
 from ltexport.backends.trt.profiles import SHAPE_INPUT_VALUES, Profiles, compute_profiles
 from ltexport.errors import LtexportError
 from ltexport.staging import write_bytes_atomic
@@ -68,7 +69,7 @@ def build_engine(onnx_path, engine_path=None, *, plugin_library=None, profile: P
     plugin_library: the plugin .so (default: find_plugin_library()). profile: the shape ranges, turned into a
     prefill and a decode optimization profile. timing_cache_path: read if present, written after the build
     (default: next to the engine). sequence_start: add Triton's `seq_start` control input first (an
-    engine cannot be changed later; see ltexport/triton/graph.py). Returns the engine path.
+    engine cannot be changed later; see ltexport/export/sequence_start.py). Returns the engine path.
     """
     trt = import_tensorrt()
     import onnx
@@ -128,21 +129,19 @@ def build_engine(onnx_path, engine_path=None, *, plugin_library=None, profile: P
 def build_engine_for_build_dir(out_dir, plan, *, plugin_library=None, profile: Profiles | None = None) -> Path:
     """`ltexport build --backend trt`: OUT/model.onnx -> OUT/model.plan (with `seq_start`, so the engine
     is servable by Triton) and OUT/plugins/<plugin>.so; profile default: ranges sized for the validation run."""
-    from ltexport.backends.trt.runner import ENGINE_FILE
-
     import_tensorrt()  # TensorRT's absence is the first thing to report
     out_dir = Path(out_dir)
     library = find_plugin_library(plugin_library)
     (out_dir / "plugins").mkdir(exist_ok=True)
     shutil.copy2(library, out_dir / "plugins" / library.name)
     profile = profile or Profiles.for_validation(plan.sink, plan.window)
-    return build_engine(out_dir / "model.onnx", out_dir / ENGINE_FILE, plugin_library=library,
+    return build_engine(out_dir / MODEL_FILE, out_dir / ENGINE_FILE, plugin_library=library,
                         profile=profile, sequence_start=True)
 
 
 def _add_sequence_start(model) -> None:
-    from ltexport.triton.graph import add_sequence_start
+    from ltexport.export.sequence_start import add_sequence_start
 
     lazy = lazy_cache_lengths(model)
-    growing = [i.name for i in model.graph.input if i.name.startswith("past_key_values.") and i.name not in lazy]
+    growing = [i.name for i in model.graph.input if is_cache_input(i.name) and i.name not in lazy]
     add_sequence_start(model, growing)

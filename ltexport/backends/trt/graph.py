@@ -3,7 +3,7 @@ model whose SinkWindowAttention nodes can only become the plugin (no tensorrt ne
 
 from __future__ import annotations
 
-from ltexport.backends.trt.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE
+from ltexport.export.contract import PLUGIN_NAME, PLUGIN_NAMESPACE
 
 # Nodes a cache may pass through between the graph input and the custom node.
 _PASS_THROUGH = {"Identity", "Cast"}

@@ -8,14 +8,11 @@ from pathlib import Path
 
 from ltexport.backends.trt._tensorrt import import_tensorrt
 from ltexport.errors import LtexportError
+from ltexport.export.contract import PLUGIN_LIBRARY, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
-# Must match the ONNX node (ltexport.export.sink_window_onnx) and plugins/src/sink_window_fields.h.
-PLUGIN_NAME = "SinkWindowAttention"
-PLUGIN_VERSION = "1"
-PLUGIN_NAMESPACE = "ltexport"
 PLUGIN_ENV = "LTEXPORT_TRT_PLUGIN"
 _REPO_ROOT = Path(__file__).resolve().parents[3]
-_DEFAULT_LOCATIONS = (_REPO_ROOT / "plugins" / "build" / "libltexport_trt_plugin.so",)
+_DEFAULT_LOCATIONS = (_REPO_ROOT / "plugins" / "build" / PLUGIN_LIBRARY,)
 
 _loaded: dict[str, ctypes.CDLL] = {}  # keeps the libraries (and their registered creators) alive
 

@@ -12,13 +12,12 @@ import os
 from dataclasses import dataclass
 
 from ltexport.errors import LtexportError
-from ltexport.triton.build_io import SEQUENCE_START
+from ltexport.export.contract import INPUT_IDS, PAST_LEN, SEQ_START, is_cache_input
 
 ShapeRange = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # (min, opt, max)
-CACHE_PREFIX = "past_key_values."
 # Inputs TensorRT makes shape tensors need value ranges too. `seq_start` (Triton's sequence start, see
-# ltexport/triton/graph.py) sets a Slice start: 0 = continue the sequence (the usual call), 1 = start one.
-SHAPE_INPUT_VALUES: dict[str, ShapeRange] = {SEQUENCE_START: ((0,), (0,), (1,))}
+# ltexport/export/sequence_start.py) sets a Slice start: 0 = continue the sequence (the usual call), 1 = start one.
+SHAPE_INPUT_VALUES: dict[str, ShapeRange] = {SEQ_START: ((0,), (0,), (1,))}
 
 
 @dataclass(frozen=True)
@@ -77,11 +76,11 @@ def _load(model):
 
 
 def _role(name: str, axis: int) -> str | None:
-    if name == "input_ids":
+    if name == INPUT_IDS:
         return {0: "batch", 1: "seq"}.get(axis)
-    if name == "past_len":
+    if name == PAST_LEN:
         return {0: "batch"}.get(axis)
-    if name.startswith(CACHE_PREFIX):
+    if is_cache_input(name):
         return {0: "batch", 2: "past_seq"}.get(axis)
     return None
 

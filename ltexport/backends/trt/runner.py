@@ -7,8 +7,7 @@ from pathlib import Path
 from ltexport.backends.trt._tensorrt import import_tensorrt
 from ltexport.backends.trt.plugin import load_plugin_library
 from ltexport.errors import LtexportError
-
-ENGINE_FILE = "model.plan"  # Triton's name for a TensorRT engine
+from ltexport.export.contract import ENGINE_FILE
 
 
 def trt_runner(engine, *, plugin_library=None, optimization_profile: int | None = None, name: str = "tensorrt"):

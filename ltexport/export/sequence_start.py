@@ -19,7 +19,7 @@ The same function can run before a TensorRT engine is built, so the engine has t
 from __future__ import annotations
 
 from ltexport.errors import LtexportError
-from ltexport.triton.build_io import PAST_LEN, SEQUENCE_START, graph_tensors
+from ltexport.export.contract import PAST_LEN, SEQ_START as SEQUENCE_START
 
 _PREFIX = "ltexport_triton"
 
@@ -47,7 +47,9 @@ def add_sequence_start(model, growing_caches) -> None:
     from onnx import TensorProto, helper
 
     graph = model.graph
-    ins, outs = graph_tensors(graph)
+    inits = {i.name for i in graph.initializer}
+    ins = {vi.name: vi for vi in graph.input if vi.name not in inits}
+    outs = {vi.name for vi in graph.output}
     if SEQUENCE_START in ins or any(i.name == SEQUENCE_START for i in graph.initializer):
         raise LtexportError(f"the graph already has a tensor named '{SEQUENCE_START}'; package the build as it is")
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -72,7 +74,7 @@ def add_sequence_start(model, growing_caches) -> None:
         helper.make_node("Sub", [one, start64], [keep], name=f"{_PREFIX}/keep"),
     ]
     mapping = {}
-    len_type = ins[PAST_LEN].elem_type
+    len_type = ins[PAST_LEN].type.tensor_type.elem_type
     if len_type == TensorProto.INT64:
         nodes.append(helper.make_node("Mul", [PAST_LEN, keep], [f"{_PREFIX}/{PAST_LEN}"], name=f"{_PREFIX}/past_len"))
     else:  # keep past_len's own dtype
