@@ -152,7 +152,7 @@ def test_truncated_onnx_file_gives_a_clear_error(tmp_path, exported):
     (out / "build.json").write_text(json.dumps({"model": "tiny-llama", "backend": "ort", "dtype": "fp32", "tokenizer": "byte"}))
     (out / "model.onnx").write_bytes(path.read_bytes()[:200])
     result = run_cli(["generate", out, "--prompt", "x"])
-    assert_user_error(result, "cannot load", "rebuild it")
+    assert_user_error(result, "cannot read", "as ONNX", "rebuild it")
 
 
 def test_fp16_build_passes_with_fp16_tolerances(tmp_path, plan_file):
