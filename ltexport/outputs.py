@@ -82,11 +82,12 @@ def read_marker(directory: Path, marker: Marker):
 def why_not_owned(directory: Path, marker: Marker) -> str | None:
     """None when `directory` is an ltexport output of this kind, exactly as ltexport left it; else why not."""
     doc = read_marker(directory, marker)
-    if doc is None or doc.get("format") != marker.format or not isinstance(doc.get("version"), int):
-        return f"it is not {marker.what} (no valid {marker.file})"
-    files = read_inventory(doc)
-    if files is None:
+    older = doc is not None and "format" not in doc and len(doc) > 0  # what ltexport wrote before markers
+    files = read_inventory(doc) if doc is not None and doc.get("format") == marker.format else None
+    if older or (files is None and doc is not None and doc.get("format") == marker.format):
         return f"its {marker.file} has no inventory of the files ltexport wrote (an older ltexport made it)"
+    if files is None or not isinstance(doc.get("version"), int):
+        return f"it is not {marker.what} (no valid {marker.file})"
     for path in sorted(Path(directory).rglob("*")):
         rel = path.relative_to(directory).as_posix()
         if rel == marker.file:

@@ -1,5 +1,6 @@
 """Staged outputs land with the modes an ordinary open()/mkdir() gives (umask), not mkstemp's 0600/0700."""
 
+import json
 import os
 import stat
 import threading
@@ -7,6 +8,7 @@ import threading
 import pytest
 
 from ltexport import staging
+from ltexport.outputs import Marker
 from ltexport.staging import current_umask, staged_dir, write_bytes_atomic, write_text_atomic
 from tests.conftest import assert_umask_modes
 
@@ -44,24 +46,37 @@ def test_atomic_writes_honour_the_umask(umask, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new.json", "old.bin"]  # no temp files left
 
 
+MARKER = Marker("out.json", "ltexport-test", "a test output")
+
+
+def _write_output(stage, *names):
+    for name in names:
+        (stage / name).parent.mkdir(parents=True, exist_ok=True)
+        (stage / name).write_text(name)
+    write_text_atomic(stage / MARKER.file, json.dumps({"format": MARKER.format, "version": 1}))
+
+
 def test_staged_dir_honours_the_umask(umask, tmp_path):
     target = tmp_path / "out"
-    target.mkdir()
-    (target / "stale.txt").write_text("replaced with the stage")
-    with staged_dir(target) as stage:
+    with staged_dir(target, MARKER) as stage:
+        _write_output(stage, "stale.txt")
+    with staged_dir(target, MARKER) as stage:  # a previous output is replaced
         (stage / "sub").mkdir()
         write_text_atomic(stage / "sub" / "report.json", "{}")
         (stage / "model.onnx").write_bytes(b"x")
-    assert sorted(p.name for p in target.iterdir()) == ["model.onnx", "sub"]
+        _write_output(stage)
+    assert sorted(p.name for p in target.iterdir()) == ["model.onnx", MARKER.file, "sub"]
+    assert json.loads((target / MARKER.file).read_text())["files"] == {"model.onnx": 1, "sub/report.json": 2}
     assert_umask_modes(target, umask)
 
 
 def test_kept_failed_stage_honours_the_umask(umask, tmp_path):
     kept = tmp_path / "failed"
-    with pytest.raises(RuntimeError), staged_dir(tmp_path / "out", keep_failed=kept) as stage:
+    with pytest.raises(RuntimeError), staged_dir(tmp_path / "out", MARKER, keep_failed=kept) as stage:
         write_text_atomic(stage / "report.json", "{}")
         raise RuntimeError("validation failed")
     assert not (tmp_path / "out").exists()
+    assert json.loads((kept / MARKER.file).read_text())["files"] == {"report.json": 2}  # replaceable next time
     assert_umask_modes(kept, umask)
 
 

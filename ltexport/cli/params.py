@@ -24,10 +24,10 @@ class Finite(click.ParamType):
             try:
                 number = float(value)
             except (TypeError, ValueError):
-                raise LtexportError(f"{_name(param)} must be a number, got {value!r}") from None
+                raise LtexportError(f"{_name(param)} must be a number, got {value!r}; {_help(ctx)}") from None
         too_low = self.min is not None and (number <= self.min if self.min_open else number < self.min)
         if not math.isfinite(number) or too_low or (self.max is not None and number > self.max):
-            raise LtexportError(f"{_name(param)} must be a finite number {self._range()}, got {value}")
+            raise LtexportError(f"{_name(param)} must be a finite number {self._range()}, got {value}; {_help(ctx)}")
         return number
 
     def _range(self) -> str:
@@ -48,11 +48,15 @@ class Whole(click.ParamType):
         try:
             number = value if isinstance(value, int) else int(str(value).strip())
         except ValueError:
-            raise LtexportError(f"{_name(param)} must be an integer, got {value!r}") from None
+            raise LtexportError(f"{_name(param)} must be an integer, got {value!r}; {_help(ctx)}") from None
         if number < self.min:
-            raise LtexportError(f"{_name(param)} must be an integer >= {self.min}, got {number}")
+            raise LtexportError(f"{_name(param)} must be an integer >= {self.min}, got {number}; {_help(ctx)}")
         return number
 
 
 def _name(param) -> str:
     return param.opts[0] if param is not None and param.opts else "value"
+
+
+def _help(ctx) -> str:
+    return f"see `{ctx.command_path} --help`" if ctx is not None else "see --help"

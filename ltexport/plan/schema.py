@@ -67,9 +67,9 @@ def check_window(sink, window, max_positions: int = 0) -> None:
     """max_positions: the model's (0: unknown); sink + window beyond it would size caches for
     positions the model never reaches (a 1e9 window asks for hundreds of GB)."""
     if not isinstance(sink, int) or isinstance(sink, bool) or sink < 0:
-        raise LtexportError(f"sink must be an integer >= 0, got {sink!r}")
+        raise LtexportError(f"sink must be an integer >= 0, got {sink!r}; e.g. --sink 4")
     if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-        raise LtexportError(f"window must be an integer >= 1, got {window!r}")
+        raise LtexportError(f"window must be an integer >= 1, got {window!r}; e.g. --window 1020")
     if max_positions and sink + window > max_positions:
         raise LtexportError(f"sink {sink} + window {window} exceeds the model's {max_positions} positions; "
                             f"use a window of at most {max(1, max_positions - sink)}")
@@ -89,7 +89,7 @@ def check_layers(layers, num_layers: int) -> list[int]:
 
 def check_fraction(fraction: float) -> None:
     if not (isinstance(fraction, (int, float)) and math.isfinite(fraction) and 0 < fraction <= 1):
-        raise LtexportError(f"lazy fraction must be in (0, 1], got {fraction!r}")
+        raise LtexportError(f"lazy fraction must be in (0, 1], got {fraction!r}; e.g. --lazy-fraction 0.25")
 
 
 def load_plan(path) -> Plan:
