@@ -41,7 +41,7 @@ def read_build_info(out) -> dict:
     out = Path(out)
     path = out / BUILD_JSON
     if not out.is_dir():
-        raise LtexportError(f"build directory {out} does not exist; create one with `ltexport build -o {out}`")
+        raise LtexportError(f"{out} is not an ltexport build directory (it does not exist); create one with `ltexport build -o {out}`")
     if not path.is_file():
         raise LtexportError(f"{out} is not an ltexport build directory (no {BUILD_JSON}); create one with `ltexport build`")
     try:

@@ -5,8 +5,10 @@ SIGINT, SIGTERM and SIGHUP unwind like Ctrl-C (so staging is removed) and end in
 with the shell's exit code for that signal (128 + its number).
 """
 
+import os
 import signal
 import sys
+import warnings
 
 import click
 
@@ -14,10 +16,17 @@ from ltexport import interrupts
 from ltexport.errors import LtexportError
 
 
+# Third-party chatter (transformers' logging, Python warnings from torch/onnxscript) would bury the one
+# line that matters; the user's own TRANSFORMERS_VERBOSITY, -W or PYTHONWARNINGS still win.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 class _Group(click.Group):
     def invoke(self, ctx):
         try:
-            with interrupts.handled():
+            with interrupts.handled(), warnings.catch_warnings():
+                if not sys.warnoptions:
+                    warnings.simplefilter("ignore")
                 return super().invoke(ctx)
         except LtexportError as exc:
             click.echo(f"ltexport: error: {exc}", err=True)

@@ -25,15 +25,17 @@ class Finite(click.ParamType):
                 number = float(value)
             except (TypeError, ValueError):
                 raise LtexportError(f"{_name(param)} must be a number, got {value!r}; {_help(ctx)}") from None
+        if not math.isfinite(number):
+            raise LtexportError(f"{_name(param)} must be a finite number, got {value}; {_help(ctx)}")
         too_low = self.min is not None and (number <= self.min if self.min_open else number < self.min)
-        if not math.isfinite(number) or too_low or (self.max is not None and number > self.max):
-            raise LtexportError(f"{_name(param)} must be a finite number {self._range()}, got {value}; {_help(ctx)}")
+        if too_low or (self.max is not None and number > self.max):
+            raise LtexportError(f"{_name(param)} must be {self._range()}, got {value}; {_help(ctx)}")
         return number
 
     def _range(self) -> str:
         low = None if self.min is None else f"{'>' if self.min_open else '>='} {self.min:g}"
         high = None if self.max is None else f"<= {self.max:g}"
-        return " and ".join(filter(None, (low, high))) or "(not nan or inf)"
+        return " and ".join(filter(None, (low, high)))
 
 
 class Whole(click.ParamType):

@@ -83,7 +83,7 @@ def test_eval_plan_for_another_model(tmp_path):
 def test_eval_refuses_to_replace_an_unrelated_directory(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     result = run_cli(["eval", "--model", "tiny-llama", "--lazy-fractions", "0.5", "-o", tmp_path])
-    assert_user_error(result, "is not an earlier output")
+    assert_user_error(result, "not an ltexport eval output")
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
