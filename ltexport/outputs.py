@@ -169,17 +169,6 @@ def is_png(path: Path) -> bool:
         return False
 
 
-def stamp(directory: Path, marker: Marker) -> None:
-    """Record the inventory of `directory` in its marker (which must already hold format and version)."""
-    from ltexport.staging import write_text_atomic
-
-    doc = read_marker(directory, marker)
-    if doc is None or doc.get("format") != marker.format:
-        raise RuntimeError(f"{directory}/{marker.file} must be written before the output is committed")
-    doc[INVENTORY] = inventory(directory, marker.file)
-    write_text_atomic(Path(directory) / marker.file, json.dumps(doc, indent=1) + "\n")
-
-
 def remove_owned(directory: Path, marker: Marker | None) -> bool:
     """Delete the inventoried files, the marker and the directories left empty; True when nothing is left.
 

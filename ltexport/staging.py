@@ -94,6 +94,15 @@ def sweep_stale(target: Path, marker: Marker | None = None) -> None:
             pass  # best effort: a leftover we cannot remove must not stop this run
 
 
+def stamp(directory: Path, marker: Marker) -> None:
+    """Record the inventory of `directory` in its marker (which must already hold format and version)."""
+    doc = outputs.read_marker(directory, marker)
+    if doc is None or doc.get("format") != marker.format:
+        raise RuntimeError(f"{directory}/{marker.file} must be written before the output is committed")
+    doc[outputs.INVENTORY] = outputs.inventory(directory, marker.file)
+    write_text_atomic(Path(directory) / marker.file, json.dumps(doc, indent=1) + "\n")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode())
 
@@ -171,7 +180,7 @@ def _commit(stage: Path, target: Path, marker: Marker | None, log) -> None:
         raise LtexportError(f"{target} changed while ltexport was writing it ({problem}); "
                             f"move it away and run again")
     if marker is not None:
-        outputs.stamp(stage, marker)
+        stamp(stage, marker)
     old = None
     with interrupts.deferred():
         if target.exists():

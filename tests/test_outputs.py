@@ -7,7 +7,8 @@ import signal
 import pytest
 
 from ltexport import interrupts
-from ltexport.outputs import Marker, remove_owned, stamp, why_not_replaceable
+from ltexport.outputs import Marker, remove_owned, why_not_replaceable
+from ltexport.staging import stamp
 
 MARKER = Marker("out.json", "ltexport-test", "a test output")
 

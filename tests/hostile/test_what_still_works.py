@@ -30,13 +30,13 @@ def test_generation_stops_at_the_models_positions_with_a_notice(inputs):
         "the model's 1024 positions"]
 
 
-def test_a_build_of_an_older_ltexport_still_loads(inputs):
-    out = inputs.legacy_build("b")
-    for args in (["generate", out, "--prompt", "hi", "--max-new-tokens", "2"], ["inspect", out],
-                 ["package", out, "--triton", inputs.w / "repo"]):
-        result = run_cli(args)
-        assert result.exit_code == 0, (args, result.stderr)
-    assert "validation: PASS" in run_cli(["inspect", out]).stdout
+def test_builds_old_and_new_pass_the_completeness_checks(inputs):
+    for out in (inputs.legacy_build("old"), inputs.build("new")):  # an older ltexport's build.json: no inventory
+        for args in (["generate", out, "--prompt", "hi", "--max-new-tokens", "2", "--temperature", "1e-300"],
+                     ["package", out, "--triton", inputs.w / "repo", "--name", out.name]):
+            result = run_cli(args)
+            assert result.exit_code == 0, (args, result.stderr)
+        assert "validation: PASS" in run_cli(["inspect", out]).stdout
 
 
 def test_every_load_is_offline():
