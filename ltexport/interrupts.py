@@ -3,7 +3,10 @@ removes staging runs for them too (Python's default SIGTERM/SIGHUP action kills 
 spot, leaving `.OUT.staging-*` behind).
 
 `deferred()` holds a signal back while a few renames must happen together (an output is moved into
-place), and raises it right after.
+place), and raises it right after. An exception raised inside a finalizer (`__del__`, a weakref
+callback) is printed and dropped by Python, so a signal that lands there is only recorded, and
+`check()` raises it at the next checkpoint (before an output is moved into place, and when the
+command ends).
 """
 
 import signal
@@ -22,14 +25,35 @@ class Interrupted(KeyboardInterrupt):
 
 
 _state = threading.local()
+_received: list[int] = []  # signals our handlers saw since handled() began
 
 
 def _raise(signum, frame):
+    _received.append(signum)
     pending = getattr(_state, "pending", None)
     if pending is not None:  # inside deferred(): remember the first signal, raise it on exit
         pending.append(signum)
         return
-    raise Interrupted(signum)
+    if not _in_finalizer(frame):
+        raise Interrupted(signum)
+
+
+def _in_finalizer(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "__del__" or frame.f_code.co_filename.endswith("weakref.py"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def arrived() -> bool:
+    return bool(_received)
+
+
+def check() -> None:
+    """Raise a signal that arrived but could not be raised where it landed."""
+    if _received:
+        raise Interrupted(_received[0])
 
 
 @contextmanager
@@ -39,6 +63,7 @@ def handled():
         yield
         return
     previous = {}
+    _received.clear()
     for signum in SIGNALS:
         current = signal.getsignal(signum)
         if current in (signal.SIG_IGN, None) or current is _raise:
@@ -49,6 +74,7 @@ def handled():
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _received.clear()
 
 
 @contextmanager

@@ -125,6 +125,7 @@ def write_files_atomic(files: dict) -> None:
             with os.fdopen(fd, "wb") as f:
                 os.fchmod(f.fileno(), file_mode())
                 f.write(data)
+        interrupts.check()
         with interrupts.deferred():
             for tmp, path in temps:
                 _os_call(os.replace, path, tmp, path)
@@ -153,12 +154,13 @@ def staged_dir(target: Path, marker: Marker | None = None, keep_failed: Path | N
         _remove(stage)
         raise
     except BaseException:
-        if keep_failed is None:
+        if keep_failed is None or interrupts.arrived():
             _remove(stage)
         else:
             _keep(stage, outputs.absolute(keep_failed), marker, log)
         raise
     try:
+        interrupts.check()
         _commit(stage, target, marker, log)
     except BaseException:
         _remove(stage)

@@ -2,11 +2,9 @@
 
 import json
 import os
-import signal
 
 import pytest
 
-from ltexport import interrupts
 from ltexport.outputs import Marker, remove_owned, why_not_replaceable
 from ltexport.staging import stamp
 
@@ -61,19 +59,3 @@ def test_removing_an_output_removes_only_its_inventory(output):
     (output / "sub" / "later.txt").write_text("the user's")
     assert not remove_owned(output, MARKER)
     assert sorted(p.relative_to(output).as_posix() for p in output.rglob("*")) == ["sub", "sub/later.txt"]
-
-
-def test_deferred_signals_are_raised_after_the_block_and_ignored_ones_stay_ignored():
-    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    try:
-        with interrupts.handled():
-            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN  # nohup stays nohup
-            done = []
-            with pytest.raises(interrupts.Interrupted) as raised:
-                with interrupts.deferred():
-                    os.kill(os.getpid(), signal.SIGTERM)
-                    done.append("the block ran to its end")
-            assert done and raised.value.signum == signal.SIGTERM
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-    finally:
-        signal.signal(signal.SIGHUP, previous)

@@ -16,9 +16,11 @@ from ltexport import interrupts
 from ltexport.errors import LtexportError
 
 
-# Third-party chatter (transformers' logging, Python warnings from torch/onnxscript) would bury the one
-# line that matters; the user's own TRANSFORMERS_VERBOSITY, -W or PYTHONWARNINGS still win.
+# Third-party chatter (transformers' and torch.onnx's logging, Python warnings from torch/onnxscript)
+# would bury the one line that matters; the user's own TRANSFORMERS_VERBOSITY, TORCH_LOGS, -W or
+# PYTHONWARNINGS still win.
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TORCH_LOGS", "-onnx")
 
 
 class _Group(click.Group):
@@ -27,7 +29,9 @@ class _Group(click.Group):
             with interrupts.handled(), warnings.catch_warnings():
                 if not sys.warnoptions:
                     warnings.simplefilter("ignore")
-                return super().invoke(ctx)
+                result = super().invoke(ctx)
+                interrupts.check()
+                return result
         except LtexportError as exc:
             click.echo(f"ltexport: error: {exc}", err=True)
             sys.exit(1)
