@@ -188,7 +188,12 @@ def _commit(stage: Path, target: Path, marker: Marker | None, log) -> None:
         if target.exists():
             old = target.with_name(temp_prefix(target, "old") + secrets.token_hex(4))
             _os_call(os.rename, target, target, old)
-        _os_call(os.rename, target, stage, target)
+        try:
+            _os_call(os.rename, target, stage, target)
+        except LtexportError:
+            if old is not None:
+                os.rename(old, target)  # put the previous output back
+            raise
     if old is not None and not outputs.remove_owned(old, marker) and log is not None:
         log(f"note: left {old}: files appeared in {target} while ltexport was writing it")
 
