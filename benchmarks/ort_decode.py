@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ltexport.bench.report import _mib, write_outputs  # noqa: E402
-from ltexport.bench.run import BenchConfig, bench  # noqa: E402
+from ltexport.bench.run import MARKER, BenchConfig, bench  # noqa: E402
 from ltexport.staging import staged_dir  # noqa: E402
 
 
@@ -71,7 +71,7 @@ def main() -> None:
                              decode_steps=args.decode_steps, repeats=args.repeats, transformers=args.transformers,
                              log=lambda m: print(m, file=sys.stderr))
         results = bench(config)
-    with staged_dir(args.output) as stage:
+    with staged_dir(args.output, MARKER) as stage:
         write_outputs(results, stage)
     print(summary(results))
     print(f"\nwrote {args.output}/bench.json, bench.md, bench.png", file=sys.stderr)

@@ -8,18 +8,18 @@ prefix graph that was compared, its plan and its Polygraphy JSON.
 
 import functools
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ltexport.build_info import DTYPES, MARKER, load_build, new_build_info, record_files, write_build_info
 from ltexport.errors import LtexportError
 from ltexport.models.sources import ModelSource, resolve
+from ltexport.outputs import check_output_dir, writable_dir
 from ltexport.plan.schema import Plan, load_plan, save_plan
-from ltexport.staging import staged_dir, write_text_atomic
+from ltexport.staging import staged_dir
 from ltexport.validate.compare import Tolerance, greedy_passed
-
-BUILD_JSON = "build.json"
-DTYPES = ("fp32", "fp16", "bf16")
 
 
 @dataclass
@@ -56,6 +56,9 @@ def choose_backend(requested: str, log) -> str:
 
 
 def tolerance(defaults: dict, dtype: str, atol: float | None, rtol: float | None) -> Tolerance:
+    for name, value in (("--atol", atol), ("--rtol", rtol)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise LtexportError(f"{name} must be a finite number >= 0, got {value!r}; e.g. {name} 1e-4")
     base = defaults["tolerances"][dtype]
     return Tolerance(atol=base["atol"] if atol is None else atol, rtol=base["rtol"] if rtol is None else rtol)
 
@@ -63,25 +66,26 @@ def tolerance(defaults: dict, dtype: str, atol: float | None, rtol: float | None
 def build(config: BuildConfig) -> dict:
     if config.dtype not in DTYPES:
         raise LtexportError(f"unknown dtype {config.dtype!r}; use one of {', '.join(DTYPES)}")
+    _check_outputs(config.out, config.keep_failed)
     source = resolve(config.model, trust_remote_code=config.trust_remote_code)
     plan = load_plan(config.plan_path)
     plan.check_against(source.spec())
-    _check_out(config.out)
+    tol = tolerance(source.defaults, config.dtype, config.atol, config.rtol)
+    _check_decode_steps(source.spec(), plan, config.decode_steps)
     backend = choose_backend(config.backend, config.log)
     if backend == "ort" and config.dtype == "bf16":
         raise LtexportError("ONNX Runtime on CPU has no bfloat16 kernels (Mul, MatMul, ...); use --dtype fp32 or fp16 here, bf16 with --backend trt on a GPU machine")
-    tol = tolerance(source.defaults, config.dtype, config.atol, config.rtol)
     profile = engine_profile(config, plan, source.spec()) if backend == "trt" else _no_profile(config)
     scope = _preflight(source, plan, config)
     timings = {}
-    with staged_dir(config.out, config.keep_failed) as stage:
+    with staged_dir(config.out, MARKER, config.keep_failed, log=config.log) as stage:
         config.log(f"exporting ONNX ({len(plan.lazy_layers)}/{plan.num_layers} lazy layers, {config.dtype}) ...")
         start = time.perf_counter()
         export_model(source, plan, config.dtype, stage)
         timings["export"] = time.perf_counter() - start
         save_plan(plan, stage / "plan.json")
         _save_tokenizer(source, stage)
-        write_text_atomic(stage / BUILD_JSON, json.dumps(_build_info(source, config, backend, scope, profile), indent=1) + "\n")
+        write_build_info(stage, _build_info(source, config, backend, scope, profile))
         if scope.prefix:
             _export_prefix(source, plan, config.dtype, scope.layers, stage, timings, config.log)
         if backend == "trt":
@@ -182,9 +186,13 @@ def validate_existing(out: Path, backend: str | None = None, decode_steps: int =
 
     The model is loaded as the build loaded it; a build made with trust_remote_code needs the
     caller's consent again (`trust_remote_code=True`) before the model's own code runs here."""
-    from ltexport.validate.scope import Scope
+    from ltexport.validate.report import report_paths
+    from ltexport.validate.scope import VALIDATION_DIR, Scope
 
-    info = read_build_info(out)
+    out = Path(out)
+    info = load_build(out)
+    if not writable_dir(out) or (info.get("validation_layers") and not writable_dir(out / VALIDATION_DIR)):
+        raise LtexportError(f"{out} is read-only: validation rewrites its report; fix its permissions or copy the build")
     built_trusting = bool(info.get("trust_remote_code", False))
     if built_trusting and not trust_remote_code:
         raise LtexportError(f"{out} was built with --trust-remote-code: validating it runs the code shipped with "
@@ -196,9 +204,12 @@ def validate_existing(out: Path, backend: str | None = None, decode_steps: int =
     if backend == "trt":
         choose_backend("trt", log)
     tol = tolerance(source.defaults, info["dtype"], atol, rtol)
-    previous = _previous_scope(Path(out)).get("reason")
+    _check_decode_steps(source.spec(), plan, decode_steps)
+    previous = _previous_scope(out).get("reason")
     scope = Scope(info.get("validation_layers"), f"as built: {previous}" if previous else "as built")
-    return run_validation(Path(out), source, plan, backend, info["dtype"], tol, decode_steps, scope, {}, log)
+    report = run_validation(out, source, plan, backend, info["dtype"], tol, decode_steps, scope, {}, log)
+    record_files(out, report_paths(out, _validated_graph(out, plan, scope)[0]))
+    return report
 
 
 def run_validation(out_dir: Path, source: ModelSource, plan: Plan, backend: str, dtype: str, tol: Tolerance,
@@ -297,10 +308,20 @@ def _build_engine(stage: Path, plan: Plan, profile, timings: dict, log) -> None:
     timings["engine"] = time.perf_counter() - start
 
 
-def _check_out(out: Path) -> None:
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / BUILD_JSON).is_file())):
-        raise LtexportError(f"{out} exists and is not an ltexport build; choose another -o or remove it")
+def _check_outputs(out: Path, keep_failed: Path | None) -> None:
+    """-o and --keep-failed under the safety rule (ltexport.outputs), before any work."""
+    out = check_output_dir(out, MARKER, "-o")
+    if keep_failed is not None:
+        keep = check_output_dir(keep_failed, MARKER, "--keep-failed")
+        if keep == out or out in keep.parents or keep in out.parents:
+            raise LtexportError("--keep-failed must be a directory apart from -o (not the same, inside it or around it); "
+                                "choose another --keep-failed")
+
+
+def _check_decode_steps(spec, plan: Plan, decode_steps: int) -> None:
+    if _prompt_length(spec, plan, decode_steps) < 1:
+        raise LtexportError(f"--decode-steps {decode_steps} leaves no room for a prompt in the model's "
+                            f"{spec.max_positions} positions; use --decode-steps {max(1, spec.max_positions - 2)} or fewer")
 
 
 def _save_tokenizer(source: ModelSource, stage: Path) -> None:
@@ -315,20 +336,13 @@ def _tokenizer_kind(source: ModelSource) -> str:
 
 
 def _build_info(source: ModelSource, config: BuildConfig, backend: str, scope, profile=None) -> dict:
-    info = {"model": config.model, "source": source.describe(), "backend": backend, "dtype": config.dtype,
-            "trust_remote_code": config.trust_remote_code, "tokenizer": _tokenizer_kind(source),
-            "validation_layers": scope.layers}
+    info = new_build_info(model=config.model, source=source.describe(), backend=backend, dtype=config.dtype,
+                          trust_remote_code=config.trust_remote_code, tokenizer=_tokenizer_kind(source),
+                          validation_layers=scope.layers, max_positions=source.spec().max_positions or None)
     if profile is not None:
         info["engine"] = {"max_batch": profile.max_batch, "max_prompt": profile.max_prompt,
                           "max_context": profile.max_context}
     return info
-
-
-def read_build_info(out: Path) -> dict:
-    path = Path(out) / BUILD_JSON
-    if not path.is_file():
-        raise LtexportError(f"{out} is not an ltexport build directory (no {BUILD_JSON}); create one with `ltexport build`")
-    return json.loads(path.read_text())
 
 
 def _failed_checks(report: dict) -> str:

@@ -17,8 +17,8 @@ def pick_token(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator)
     """logits [V] of the last position -> next token id."""
     if sampling.temperature <= 0:
         return int(np.argmax(logits))
-    z = logits.astype(np.float64) / sampling.temperature
-    probs = np.exp(z - z.max())
+    z = (logits.astype(np.float64) - logits.max()) / sampling.temperature  # max first: a tiny temperature gives -inf, not nan
+    probs = np.exp(z)
     probs /= probs.sum()
     order = np.argsort(-probs)
     cumulative = np.cumsum(probs[order])

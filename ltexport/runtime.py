@@ -4,7 +4,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ltexport.build import read_build_info
+from ltexport.build_info import load_build
 from ltexport.errors import LtexportError
 from ltexport.generation import Sampling, iter_tokens
 
@@ -18,10 +18,16 @@ def load_build_tokenizer(out: Path, info: dict, trust_remote_code: bool = False)
         raise LtexportError(f"{out} was built from a model directory without a tokenizer; add one to the model directory and rebuild")
     from ltexport.models.sources import load_auto_tokenizer
 
+    if not (out / "tokenizer").is_dir():  # never let transformers take the path for a model hub id
+        raise LtexportError(f"{out} has no tokenizer/ directory; rebuild it with `ltexport build`")
     return load_auto_tokenizer(out / "tokenizer", trust_remote_code)
 
 
 def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes in argv arrive as lone surrogates
+        raise LtexportError("--prompt is not valid UTF-8 text; pass the prompt as UTF-8") from None
     if chat and getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                              add_generation_prompt=True)
@@ -29,15 +35,45 @@ def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
     return tokenizer.encode(prompt)
 
 
+def fit_positions(info: dict, prompt_tokens: int, max_new_tokens: int, log=None) -> int:
+    """max_new_tokens, cut so that prompt + generated tokens fit the model's positions."""
+    limit = model_positions(info)
+    if prompt_tokens < 1:
+        raise LtexportError("--prompt is empty; pass some text")
+    if limit is None:
+        return max_new_tokens
+    if prompt_tokens >= limit:
+        raise LtexportError(f"the prompt is {prompt_tokens} tokens but the model has {limit} positions (prompt plus "
+                            f"generated tokens); shorten the prompt to fewer than {limit} tokens")
+    if prompt_tokens + max_new_tokens > limit:
+        if log is not None:
+            log(f"note: generating at most {limit - prompt_tokens} tokens, not {max_new_tokens}: the prompt "
+                f"({prompt_tokens} tokens) plus generated tokens must fit the model's {limit} positions")
+        return limit - prompt_tokens
+    return max_new_tokens
+
+
+def model_positions(info: dict) -> int | None:
+    """The model's positions: recorded in build.json, or (older builds) read from the model's config."""
+    if "format" in info:
+        return info.get("max_positions")
+    from ltexport.models.sources import resolve
+
+    try:
+        return resolve(info["model"]).spec().max_positions or None
+    except LtexportError:
+        return None
+
+
 def generate_text(out: Path, prompt: str, max_new_tokens: int, sampling: Sampling, chat: bool = True,
-                  backend: str = "auto", trust_remote_code: bool = False) -> Iterator[str]:
-    """backend: ort, trt (the build's engine), or auto (trt for a TensorRT build where TensorRT imports)."""
+                  backend: str = "auto", trust_remote_code: bool = False, log=None) -> Iterator[str]:
+    """backend: ort, trt (the build's engine), or auto (trt for a TensorRT build where TensorRT imports).
+    log: where notices go (e.g. that generation stops at the model's positions)."""
     out = Path(out)
-    info = read_build_info(out)
-    if not (out / "model.onnx").is_file():
-        raise LtexportError(f"{out} has no model.onnx; rebuild it with `ltexport build`")
+    info = load_build(out)
     tokenizer = load_build_tokenizer(out, info, trust_remote_code)
     ids = encode_prompt(tokenizer, prompt, chat)
+    max_new_tokens = fit_positions(info, len(ids), max_new_tokens, log)
     tokens: list[int] = []
     emitted = ""
     eos = getattr(tokenizer, "eos_token_id", None)

@@ -15,6 +15,18 @@ def tiny_models():
     return {name: (resolve(name), resolve(name).load_model()) for name in TINY_MODELS}
 
 
+@pytest.fixture(scope="session")
+def tiny_llama_build(tmp_path_factory):
+    """(plan.json, build dir) of one `ltexport build --backend ort` of tiny-llama (layers 1,2 lazy), built once
+    per session for every test that only reads it (copy it to change it)."""
+    tmp = tmp_path_factory.mktemp("tiny-llama-build")
+    plan = tmp / "plan.json"
+    assert run_cli(["plan", "--model", "tiny-llama", "--layers", "1,2", "-o", plan]).exit_code == 0
+    result = run_cli(["build", "--model", "tiny-llama", "--plan", plan, "--backend", "ort", "-o", tmp / "out"])
+    assert result.exit_code == 0, result.stderr
+    return plan, tmp / "out"
+
+
 def run_cli(args, cwd=None):
     """Run the CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
     from click.testing import CliRunner

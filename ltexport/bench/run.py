@@ -19,10 +19,12 @@ from pathlib import Path
 
 from ltexport.bench.bound import step_bytes
 from ltexport.errors import LtexportError
+from ltexport.outputs import Marker
 from ltexport.plan.schema import load_plan, save_plan
 from ltexport.progress import progress
 
 FORMAT = "ltexport-bench"
+MARKER = Marker("bench.json", FORMAT, "an ltexport bench output")  # what lets a later bench replace its -o
 BACKENDS = ("ort", "torch")
 DEFAULT_CONTEXTS = (1024, 2048, 4096, 8192)
 DEFAULT_BATCHES = (1, 4, 8)

@@ -6,7 +6,8 @@ from pathlib import Path
 import click
 
 from ltexport.cli import main, trust_remote_code_option
-from ltexport.cli.eval_cmd import check_output_dir
+from ltexport.cli.params import Whole
+from ltexport.outputs import check_output_dir
 from ltexport.models.sources import DEFAULT_MODEL
 
 
@@ -26,7 +27,7 @@ def _log(message: str) -> None:
 @click.option("--prefill-chunk", type=int, default=1024, show_default=True)
 @click.option("--repeats", type=int, default=1, show_default=True, help="Round-robin decode repeats per point (median; prefill runs once).")
 @click.option("--no-transformers", is_flag=True, help="Skip transformers' generate.")
-@click.option("--threads", type=int, help="Intra-op threads for ONNX Runtime (default: all cores).")
+@click.option("--threads", type=Whole(min=1), help="Intra-op threads for ONNX Runtime (default: all cores).")
 @trust_remote_code_option
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json to stdout instead of the tables.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Directory for bench.json/.md/.png.")
@@ -34,18 +35,18 @@ def bench_command(model_name, plan_path, backend, contexts, batches, batch_conte
                   repeats, no_transformers, threads, trust_remote_code, as_json, output):
     """Prefill latency, decode tokens/s, KV-cache bytes and peak RSS over context and batch sweeps."""
     from ltexport.bench.report import format_markdown, write_outputs
-    from ltexport.bench.run import BenchConfig, bench
+    from ltexport.bench.run import MARKER, BenchConfig, bench
     from ltexport.evaluate.select import parse_ints
     from ltexport.staging import staged_dir
 
-    check_output_dir(output, "bench.json")
+    check_output_dir(output, MARKER)
     config = BenchConfig(
         model=model_name, trust_remote_code=trust_remote_code, plan_path=plan_path, backend=backend,
         contexts=parse_ints(contexts, "--contexts") if contexts else None, batches=parse_ints(batches, "--batches"),
         batch_context=batch_context, decode_steps=decode_steps, prefill_chunk=prefill_chunk, repeats=repeats,
         transformers=not no_transformers, threads=threads, log=_log)
     results = bench(config)
-    with staged_dir(output) as stage:
+    with staged_dir(output, MARKER) as stage:
         write_outputs(results, stage)
     click.echo(json.dumps(results, indent=1) if as_json else format_markdown(results).split("\nHow to read")[0].rstrip())
     _log(f"wrote {output}/bench.json, bench.md, bench.png")

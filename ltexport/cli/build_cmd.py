@@ -4,8 +4,10 @@ from pathlib import Path
 
 import click
 
-from ltexport.build import DTYPES, BuildConfig, build, validate_existing
+from ltexport.build import BuildConfig, build, validate_existing
+from ltexport.build_info import DTYPES
 from ltexport.cli import main, trust_remote_code_option
+from ltexport.cli.params import Finite
 from ltexport.errors import LtexportError
 from ltexport.models.sources import DEFAULT_MODEL
 
@@ -29,8 +31,8 @@ def _finish(report: dict, out: Path) -> None:
 @click.option("--backend", type=_BACKENDS, default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(DTYPES), default="fp32", show_default=True)
 @click.option("--decode-steps", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--atol", type=float, help="Override the recipe's absolute tolerance.")
-@click.option("--rtol", type=float, help="Override the recipe's relative tolerance.")
+@click.option("--atol", type=Finite(min=0), help="Override the recipe's absolute tolerance.")
+@click.option("--rtol", type=Finite(min=0), help="Override the recipe's relative tolerance.")
 @click.option("--keep-failed", type=click.Path(path_type=Path), help="Keep a build that fails validation here.")
 @trust_remote_code_option
 @click.option("--validate-layers", default="auto", show_default=True, metavar="auto|all|N",
@@ -57,8 +59,8 @@ def build_command(model_name, plan_path, output, backend, dtype, decode_steps, a
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--backend", type=click.Choice(["ort", "trt"]), help="Default: the backend it was built for.")
 @click.option("--decode-steps", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--atol", type=float)
-@click.option("--rtol", type=float)
+@click.option("--atol", type=Finite(min=0))
+@click.option("--rtol", type=Finite(min=0))
 @trust_remote_code_option
 def validate_command(out, backend, decode_steps, atol, rtol, trust_remote_code):
     """Re-run validation of an existing build against the PyTorch reference."""

@@ -6,17 +6,11 @@ from pathlib import Path
 import click
 
 from ltexport.cli import main, trust_remote_code_option
-from ltexport.errors import LtexportError
+from ltexport.cli.params import Whole
 from ltexport.models.sources import DEFAULT_MODEL, resolve
+from ltexport.outputs import check_output_dir
 from ltexport.plan.identify import PlanConfig
 from ltexport.plan.schema import PREFILL_MODES
-
-
-def check_output_dir(out: Path, marker: str) -> None:
-    """An existing -o is replaced only if it is a previous output of the same command."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).is_file())):
-        raise LtexportError(f"{out} exists and is not an earlier output (no {marker}); choose another -o or remove it")
 
 
 def _log(message: str) -> None:
@@ -41,7 +35,7 @@ def _log(message: str) -> None:
 @click.option("--calib", "calib_path", type=click.Path(path_type=Path), help="For --lazy-fractions.")
 @click.option("--calib-tokens", type=int, help="For --lazy-fractions.")
 @click.option("--raw", is_flag=True, help="Do not wrap passkey prompts in the tokenizer's chat template.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=Whole(min=0), default=0, show_default=True)
 @trust_remote_code_option
 @click.option("--json", "as_json", is_flag=True, help="Print eval.json to stdout instead of the table.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Directory for eval.json/.md and PNGs.")
@@ -49,11 +43,11 @@ def eval_command(model_name, plans, lazy_fractions, builds, contexts, depths, di
                  sink, window, prefill, calib_path, calib_tokens, raw, seed, trust_remote_code, as_json, output):
     """Passkey retrieval and decode perplexity of the original model and each hybrid."""
     from ltexport.evaluate.report import format_markdown, write_outputs
-    from ltexport.evaluate.run import EvalConfig, evaluate
+    from ltexport.evaluate.run import MARKER, EvalConfig, evaluate
     from ltexport.evaluate.select import parse_fractions, parse_ints
     from ltexport.staging import staged_dir
 
-    check_output_dir(output, "eval.json")
+    check_output_dir(output, MARKER)
     fractions = parse_fractions(lazy_fractions, "--lazy-fractions") if lazy_fractions else []
     config = EvalConfig(
         model=model_name, trust_remote_code=trust_remote_code, plans=list(plans), lazy_fractions=fractions, builds=list(builds),
@@ -62,7 +56,7 @@ def eval_command(model_name, plans, lazy_fractions, builds, contexts, depths, di
         depths=parse_fractions(depths, "--depths"), digits=digits, ppl_tokens=ppl_tokens,
         prefill_chunk=prefill_chunk, chat=False if raw else None, seed=seed, log=_log)
     results, made = evaluate(config)
-    with staged_dir(output) as stage:
+    with staged_dir(output, MARKER) as stage:
         write_outputs(results, stage, made)
     click.echo(json.dumps(results, indent=1) if as_json else format_markdown(results).split("\nHow to read")[0].rstrip())
     _log(f"wrote {output}/eval.json, eval.md, passkey.png, perplexity.png")

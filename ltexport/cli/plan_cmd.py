@@ -5,11 +5,14 @@ from pathlib import Path
 import click
 
 from ltexport.cli import main, trust_remote_code_option
+from ltexport.cli.params import Finite, Whole
 from ltexport.errors import LtexportError
 from ltexport.models.sources import DEFAULT_MODEL, resolve
+from ltexport.outputs import check_output_file, is_png
 from ltexport.plan.identify import PlanConfig, make_plan
-from ltexport.plan.schema import PREFILL_MODES, save_plan
-from ltexport.plan.summary import format_summary, plot_scores
+from ltexport.plan.schema import PREFILL_MODES, is_plan_file, plan_text
+from ltexport.plan.summary import format_summary, scores_png
+from ltexport.staging import write_files_atomic
 
 
 def parse_layers(text: str | None) -> list[int] | None:
@@ -33,11 +36,11 @@ def parse_layers(text: str | None) -> list[int] | None:
 @click.option("--last-queries", type=int, default=64, show_default=True, help="Queries the lazy ratio is averaged over.")
 @click.option("--prefill", type=click.Choice(PREFILL_MODES), default="dense", show_default=True,
               help="dense = LightTransfer-Test, streaming = LightTransfer-Train.")
-@click.option("--context", type=int, default=8192, show_default=True, help="Context for the KV-memory summary.")
+@click.option("--context", type=Whole(min=1), default=8192, show_default=True, help="Context for the KV-memory summary.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Also draw per-layer scores to this PNG.")
 @trust_remote_code_option
 @click.option("--auto", is_flag=True, help="Choose the lazy fraction by evaluation (ltexport eval) within --max-drop.")
-@click.option("--max-drop", type=float, help="--auto: allowed passkey drop (points) and perplexity drop (%).")
+@click.option("--max-drop", type=Finite(min=0), help="--auto: allowed passkey drop (points) and perplexity drop (%).")
 @click.option("--candidates", help="--auto: lazy fractions to try [default: 0.125,0.25,...,0.75].")
 @click.option("--eval-contexts", help="--auto: eval contexts [default: as ltexport eval].")
 @click.option("--eval-output", type=click.Path(path_type=Path), help="--auto: also write the eval tables and plots here.")
@@ -50,6 +53,11 @@ def plan_command(model_name, calib_path, calib_tokens, lazy_fraction, layers, si
     if layer_list is not None and lazy_fraction is not None:
         raise LtexportError("pass either --layers or --lazy-fraction, not both")
     _check_auto(auto, max_drop, layer_list, lazy_fraction, candidates, eval_contexts, eval_output)
+    check_output_file(output, "-o", is_plan_file, "an ltexport plan.json")
+    if plot_path is not None:
+        if layer_list is not None:
+            raise LtexportError("--plot draws measured lazy ratios, which --layers skips; drop --plot or --layers")
+        check_output_file(plot_path, "--plot", is_png, "a PNG image.png")
     source = resolve(model_name, trust_remote_code=trust_remote_code)
     d = source.defaults
     config = PlanConfig(
@@ -62,9 +70,10 @@ def plan_command(model_name, calib_path, calib_tokens, lazy_fraction, layers, si
         plan = _auto(model_name, trust_remote_code, config, max_drop, candidates, eval_contexts, eval_output)
     else:
         plan = make_plan(source, config, progress=lambda msg: click.echo(msg, err=True))
-    save_plan(plan, output)
+    files = {output: plan_text(plan).encode()}
     if plot_path:
-        plot_scores(plan, plot_path)
+        files[plot_path] = scores_png(plan)
+    write_files_atomic(files)  # both or neither
     click.echo(format_summary(plan, context))
     if auto:
         from ltexport.evaluate.report import format_auto
@@ -85,15 +94,15 @@ def _check_auto(auto, max_drop, layers, lazy_fraction, candidates, eval_contexts
 
 
 def _auto(model_name, trust_remote_code, config, max_drop, candidates, eval_contexts, eval_output):
-    from ltexport.cli.eval_cmd import check_output_dir
     from ltexport.evaluate.auto import DEFAULT_CANDIDATES, auto_plan
     from ltexport.evaluate.report import write_outputs
-    from ltexport.evaluate.run import EvalConfig
+    from ltexport.evaluate.run import MARKER, EvalConfig
+    from ltexport.outputs import check_output_dir
     from ltexport.evaluate.select import parse_fractions, parse_ints
     from ltexport.staging import staged_dir
 
     if eval_output is not None:
-        check_output_dir(eval_output, "eval.json")
+        check_output_dir(eval_output, MARKER, "--eval-output")
     fractions = parse_fractions(candidates, "--candidates", allow_zero=False) if candidates else list(DEFAULT_CANDIDATES)
     eval_config = EvalConfig(model=model_name, trust_remote_code=trust_remote_code, lazy_fractions=fractions, plan_config=config,
                              contexts=parse_ints(eval_contexts, "--eval-contexts") if eval_contexts else None,
@@ -101,7 +110,7 @@ def _auto(model_name, trust_remote_code, config, max_drop, candidates, eval_cont
 
     def save_evidence(results):
         if eval_output is not None:
-            with staged_dir(eval_output) as stage:
+            with staged_dir(eval_output, MARKER) as stage:
                 write_outputs(results, stage)
 
     return auto_plan(eval_config, max_drop, on_results=save_evidence)

@@ -12,11 +12,13 @@ from ltexport.evaluate import passkey as pk
 from ltexport.evaluate.perplexity import decode_perplexity
 from ltexport.evaluate.select import drops
 from ltexport.evaluate.steps import SharedPrefill, Variant, greedy, ort_variant, prefill, torch_variant
-from ltexport.plan.identify import PlanConfig, choose_lazy_layers, make_plan
-from ltexport.plan.schema import Plan, check_window, load_plan
+from ltexport.outputs import Marker
+from ltexport.plan.identify import PlanConfig, check_config as check_plan_config, choose_lazy_layers, make_plan
+from ltexport.plan.schema import Plan, load_plan
 from ltexport.progress import progress
 
 FORMAT = "ltexport-eval"
+MARKER = Marker("eval.json", FORMAT, "an ltexport eval output")  # what lets a later eval replace its -o
 DEFAULT_CONTEXTS = (1024, 2048, 4096)
 DEFAULT_DEPTHS = (0.1, 0.5, 0.9)
 
@@ -64,7 +66,12 @@ def check_config(config: EvalConfig, spec) -> list[int]:
     if not 1 <= config.digits <= 18:
         raise LtexportError(f"--digits must be between 1 and 18, got {config.digits}")
     if config.lazy_fractions and config.plan_config:
-        check_window(config.plan_config.sink, config.plan_config.window)
+        check_plan_config(replace(config.plan_config, lazy_fraction=max(config.lazy_fractions), layers=None),
+                          spec.num_layers, spec.max_positions)
+    for path in config.plans:
+        load_plan(path).check_against(spec)
+    for out in config.builds:
+        _build_plan(Path(out), spec)
     return contexts
 
 
@@ -101,15 +108,20 @@ def plan_for_fraction(base: Plan, fraction: float) -> Plan:
                    calibration={**base.calibration, "lazy_fraction": fraction}, metadata={})
 
 
-def _build_variant(out: Path, spec) -> Variant:
-    from ltexport.build import read_build_info
+def _build_plan(out: Path, spec) -> Plan:
+    """The plan of a complete ONNX Runtime build for this model."""
+    from ltexport.build_info import load_build
 
-    info = read_build_info(out)
+    info = load_build(out)
     if info.get("backend") != "ort":
         raise LtexportError(f"{out} was built for {info.get('backend')}; eval runs ONNX Runtime builds (ltexport build --backend ort)")
     plan = load_plan(out / "plan.json")
     plan.check_against(spec)
-    return ort_variant(f"build:{out.name}", out, plan, spec.sliding_window)
+    return plan
+
+
+def _build_variant(out: Path, spec) -> Variant:
+    return ort_variant(f"build:{out.name}", out, _build_plan(out, spec), spec.sliding_window)
 
 
 def _unique_names(variants: list[Variant]) -> list[Variant]:

@@ -58,11 +58,11 @@ def parse_fractions(text: str, option: str, allow_zero: bool = True) -> list[flo
     try:
         values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise LtexportError(f"{option} must be comma-separated numbers like 0,0.25,0.5, got {text!r}") from None
+        raise LtexportError(f"{option} must be comma-separated numbers, got {text!r}; e.g. {option} 0,0.25,0.5") from None
     low = 0 if allow_zero else 1e-9
     bad = [v for v in values if not low <= v <= 1]
     if not values or bad:
-        raise LtexportError(f"{option} values must be in [{'0' if allow_zero else '0+'}, 1], got {text!r}")
+        raise LtexportError(f"{option} values must be in [{'0' if allow_zero else '0+'}, 1], got {text!r}; e.g. {option} 0.25,0.5")
     return sorted(set(values))
 
 
@@ -70,7 +70,7 @@ def parse_ints(text: str, option: str) -> list[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise LtexportError(f"{option} must be comma-separated integers like 1024,2048, got {text!r}") from None
+        raise LtexportError(f"{option} must be comma-separated integers, got {text!r}; e.g. {option} 1024,2048") from None
     if not values or min(values) < 1:
-        raise LtexportError(f"{option} needs positive integers, got {text!r}")
+        raise LtexportError(f"{option} needs positive integers, got {text!r}; e.g. {option} 1024,2048")
     return sorted(set(values))

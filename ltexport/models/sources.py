@@ -64,10 +64,14 @@ class ModelSource:
 
         try:
             return AutoConfig.from_pretrained(
-                str(self.path), gguf_file=self.gguf_file, trust_remote_code=self.trust_remote_code
+                str(self.path), gguf_file=self.gguf_file, trust_remote_code=self.trust_remote_code, local_files_only=True
             )
         except (OSError, ValueError) as exc:
             raise LtexportError(f"cannot read the model config of {self.name}: {_first_line(exc)}{_remote_code_hint(exc)}") from None
+        except Exception as exc:  # gguf's parser fails on a damaged file with struct.error, IndexError, ...
+            if self.gguf_file is None:
+                raise
+            raise _damaged_gguf(self, exc) from None
 
     def spec(self) -> ModelSpec:
         return spec_from_config(self.config)
@@ -107,9 +111,15 @@ class ModelSource:
             return _tiny_model(copy.deepcopy(self.config)).eval()
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(
-            str(self.path), gguf_file=self.gguf_file, dtype=torch.float32, trust_remote_code=self.trust_remote_code,
-        ).eval()
+        try:
+            return AutoModelForCausalLM.from_pretrained(
+                str(self.path), gguf_file=self.gguf_file, dtype=torch.float32, trust_remote_code=self.trust_remote_code,
+                local_files_only=True,
+            ).eval()
+        except MemoryError:
+            raise
+        except Exception as exc:  # a GGUF whose header reads but whose tensors are damaged or cut short
+            raise _damaged_gguf(self, exc) from None
 
     def has_tokenizer(self) -> bool:
         if self.kind == "tiny" or self.gguf_file is not None:
@@ -133,7 +143,7 @@ def load_auto_tokenizer(path: Path, trust_remote_code: bool, **kwargs):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, **kwargs)
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True, **kwargs)
     except ValueError as exc:
         if not _remote_code_hint(exc):
             raise
@@ -236,6 +246,11 @@ def torch_dtype_of(dtype: str):
     if dtype not in table:
         raise LtexportError(f"unknown dtype {dtype!r}; use one of fp32, fp16, bf16")
     return table[dtype]
+
+
+def _damaged_gguf(source: ModelSource, exc: Exception) -> LtexportError:
+    return LtexportError(f"cannot read {source.path / source.gguf_file} as GGUF ({exc.__class__.__name__}: "
+                         f"{_first_line(exc)}); the file is damaged or incomplete: download it again")
 
 
 def _remote_code_hint(exc: Exception) -> str:

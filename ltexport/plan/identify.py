@@ -27,9 +27,26 @@ def default_calibration_text() -> str:
     return resources.files("ltexport.data").joinpath("calibration.txt").read_text()
 
 
+def read_calibration_text(path) -> str:
+    """A --calib file as text; a binary or non-UTF-8 file is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise LtexportError(f"calibration file {path} does not exist; pass a text file to --calib")
+    try:
+        data = path.read_bytes()
+        text = data.decode("utf-8")
+    except OSError as exc:
+        raise LtexportError(f"cannot read calibration file {path} ({exc.strerror}); check its permissions") from None
+    except UnicodeDecodeError as exc:
+        raise LtexportError(f"calibration file {path} is not UTF-8 text (byte {exc.start}); pass a UTF-8 text file to --calib") from None
+    if "\0" in text:
+        raise LtexportError(f"calibration file {path} is binary (it holds NUL bytes); pass a UTF-8 text file to --calib")
+    return text
+
+
 def check_config(config: PlanConfig, num_layers: int, max_positions: int) -> None:
     """Everything that can be wrong with the arguments, checked before any weight is loaded."""
-    check_window(config.sink, config.window)
+    check_window(config.sink, config.window, max_positions)
     if config.layers is not None:
         check_layers(config.layers, num_layers)
         return
@@ -40,8 +57,8 @@ def check_config(config: PlanConfig, num_layers: int, max_positions: int) -> Non
         raise LtexportError(f"--calib-tokens ({config.calib_tokens}) must exceed --last-queries ({config.last_queries})")
     if max_positions and config.calib_tokens > max_positions:
         raise LtexportError(f"--calib-tokens {config.calib_tokens} exceeds the model's {max_positions} positions; lower it")
-    if config.calib_path is not None and not Path(config.calib_path).is_file():
-        raise LtexportError(f"calibration file {config.calib_path} does not exist; pass a text file to --calib")
+    if config.calib_path is not None:
+        read_calibration_text(config.calib_path)
 
 
 def choose_lazy_layers(scores: list[float], fraction: float) -> list[int]:
@@ -58,7 +75,7 @@ def make_plan(source: ModelSource, config: PlanConfig, progress=print, model=Non
     common = dict(model=spec.plan_header(), sink=config.sink, window=config.window, prefill=config.prefill)
     if config.layers is not None:
         return Plan(lazy_layers=list(config.layers), **common)
-    text = Path(config.calib_path).read_text() if config.calib_path else default_calibration_text()
+    text = read_calibration_text(config.calib_path) if config.calib_path else default_calibration_text()
     tokenizer = source.load_tokenizer()
     ids = tokenizer.encode(text)
     if len(ids) < config.calib_tokens:

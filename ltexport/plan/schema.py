@@ -60,13 +60,19 @@ class Plan:
                     f"plan was made for a model with {key}={self.model.get(key)}, but this model has {key}={value}; "
                     "run `ltexport plan` for this model"
                 )
+        check_window(self.sink, self.window, spec.max_positions)
 
 
-def check_window(sink, window) -> None:
+def check_window(sink, window, max_positions: int = 0) -> None:
+    """max_positions: the model's (0: unknown); sink + window beyond it would size caches for
+    positions the model never reaches (a 1e9 window asks for hundreds of GB)."""
     if not isinstance(sink, int) or isinstance(sink, bool) or sink < 0:
-        raise LtexportError(f"sink must be an integer >= 0, got {sink!r}")
+        raise LtexportError(f"sink must be an integer >= 0, got {sink!r}; e.g. --sink 4")
     if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-        raise LtexportError(f"window must be an integer >= 1, got {window!r}")
+        raise LtexportError(f"window must be an integer >= 1, got {window!r}; e.g. --window 1020")
+    if max_positions and sink + window > max_positions:
+        raise LtexportError(f"sink {sink} + window {window} exceeds the model's {max_positions} positions; "
+                            f"use a window of at most {max(1, max_positions - sink)}")
 
 
 def check_layers(layers, num_layers: int) -> list[int]:
@@ -83,7 +89,7 @@ def check_layers(layers, num_layers: int) -> list[int]:
 
 def check_fraction(fraction: float) -> None:
     if not (isinstance(fraction, (int, float)) and math.isfinite(fraction) and 0 < fraction <= 1):
-        raise LtexportError(f"lazy fraction must be in (0, 1], got {fraction!r}")
+        raise LtexportError(f"lazy fraction must be in (0, 1], got {fraction!r}; e.g. --lazy-fraction 0.25")
 
 
 def load_plan(path) -> Plan:
@@ -113,5 +119,18 @@ def plan_from_json(doc, where: str = "plan") -> Plan:
     return Plan(**{k: v for k, v in doc.items() if k in known})
 
 
+def plan_text(plan: Plan) -> str:
+    return json.dumps(plan.to_json(), indent=1) + "\n"
+
+
 def save_plan(plan: Plan, path) -> None:
-    write_text_atomic(Path(path), json.dumps(plan.to_json(), indent=1) + "\n")
+    write_text_atomic(Path(path), plan_text(plan))
+
+
+def is_plan_file(path) -> bool:
+    """Whether `path` holds an ltexport plan (so `plan -o` may overwrite it)."""
+    try:
+        doc = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == FORMAT

@@ -37,7 +37,8 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-def plot_scores(plan: Plan, path) -> None:
+def scores_png(plan: Plan) -> bytes:
+    """The per-layer lazy-ratio bar chart as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,17 +56,23 @@ def plot_scores(plan: Plan, path) -> None:
     ax.set_ylim(0, 1)
     ax.set_title(f"{plan.model['architecture']}: lazy ratio (sink {plan.sink}, window {plan.window}); orange = lazy")
     fig.tight_layout()
-    save_figure(fig, path)
+    png = figure_png(fig)
     plt.close(fig)
+    return png
+
+
+def figure_png(fig) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
 
 
 def save_figure(fig, path) -> None:
     """Write a PNG atomically (a failed write leaves no partial file)."""
-    import io
     from pathlib import Path
 
     from ltexport.staging import write_bytes_atomic
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    write_bytes_atomic(Path(path), buf.getvalue())
+    write_bytes_atomic(Path(path), figure_png(fig))

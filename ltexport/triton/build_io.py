@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ltexport.build_info import load_model_proto
 from ltexport.errors import LtexportError
 from ltexport.export.contract import INPUT_IDS, LOGITS, PAST_LEN, PAST_RE as _PAST_RE, PRESENT_LEN, PRESENT_RE as _PRESENT_RE
 from ltexport.export.contract import SEQ_START as SEQUENCE_START
@@ -136,16 +137,6 @@ def graph_tensors(graph) -> tuple[dict, dict]:
     }
     outs = {vi.name: Tensor(vi.name, vi.type.tensor_type.elem_type, _dims(vi)) for vi in graph.output}
     return ins, outs
-
-
-def load_model_proto(path: Path):
-    """The ONNX model without its external data (cheap even for multi-GB weights)."""
-    import onnx
-
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf DecodeError, OSError...
-        raise LtexportError(f"cannot read {path} as ONNX ({exc.__class__.__name__}); rebuild it with `ltexport build`") from None
 
 
 def _read_json(path: Path, what: str) -> dict:

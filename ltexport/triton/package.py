@@ -22,12 +22,13 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from ltexport.build_info import external_data_files, load_build
 from ltexport.errors import LtexportError
-from ltexport.staging import dir_mode
+from ltexport.outputs import writable_dir
+from ltexport.staging import new_stage
 from ltexport.triton.build_io import BuildIO, graph_tensors, load_model_proto, read_build, SEQUENCE_START
 from ltexport.triton.config import ServeOptions, model_config_text
 from ltexport.export.sequence_start import add_sequence_start
@@ -60,46 +61,6 @@ def _check_version(version) -> int:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise LtexportError(f"invalid model version {version!r}; use a positive integer such as 1")
     return version
-
-
-def _all_tensors(model):
-    def from_graph(graph):
-        yield from graph.initializer
-        yield from from_nodes(graph.node)
-
-    def from_nodes(nodes):
-        for node in nodes:
-            for attr in node.attribute:
-                if attr.HasField("t"):
-                    yield attr.t
-                yield from attr.tensors
-                if attr.HasField("g"):
-                    yield from from_graph(attr.g)
-                for g in attr.graphs:
-                    yield from from_graph(g)
-
-    yield from from_graph(model.graph)
-    for fn in model.functions:
-        yield from from_nodes(fn.node)
-
-
-def external_data_files(model, build_dir: Path) -> list[str]:
-    """Relative paths of the external data files the model references (checked to lie in build_dir)."""
-    from onnx import TensorProto
-
-    locations = set()
-    for t in _all_tensors(model):
-        if t.data_location == TensorProto.EXTERNAL:
-            loc = next((e.value for e in t.external_data if e.key == "location"), None)
-            p = PurePosixPath(loc or "")
-            if not loc or p.is_absolute() or ".." in p.parts or "\\" in loc:
-                raise LtexportError(
-                    f"{build_dir}/model.onnx references external data {loc!r} outside its directory; rebuild it"
-                )
-            if not (build_dir / p).is_file():
-                raise LtexportError(f"{build_dir / p} (external data of model.onnx) is missing; rebuild the build")
-            locations.add(str(p))
-    return sorted(locations)
 
 
 def _plan_files(io: BuildIO, repo: Path, name: str, version: int, opts: ServeOptions) -> dict:
@@ -201,6 +162,13 @@ def _update_repo_readme(repo: Path) -> str | None:
     return None
 
 
+def _check_writable(repo: Path) -> None:
+    existing = next(p for p in (repo, *repo.parents) if p.exists())
+    if not existing.is_dir() or not writable_dir(existing):
+        raise LtexportError(f"cannot write the Triton repository {repo}: {existing} is not a writable directory; "
+                            "choose another --triton or fix its permissions")
+
+
 def _missing_ancestors(path: Path) -> list[Path]:
     missing = []
     while not path.exists():
@@ -228,10 +196,12 @@ def package_triton(
     check_model_name(name)
     version = _check_version(version)
     opts = ServeOptions(gpu=bool(gpu), instances=int(instances), max_sequence_idle_us=int(max_sequence_idle_us))
+    load_build(Path(build_dir))  # complete and consistent, weights included, before anything is written
     io = read_build(Path(build_dir).resolve())
     repo = Path(repo).resolve()
     if repo.exists() and not repo.is_dir():
         raise LtexportError(f"{repo} exists and is not a directory; give --triton a model repository directory")
+    _check_writable(repo)
     target = repo / name
     files = _plan_files(io, repo, name, version, opts)
 
@@ -249,8 +219,7 @@ def package_triton(
     stage = None
     try:
         repo.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=repo))
-        os.chmod(stage, dir_mode())  # mkdtemp makes 0700; Triton may run as another user
+        stage = new_stage(target)  # group/other-readable: Triton may run as another user
         _write(stage, files)
         try:
             os.rename(stage, target)  # replaces only an empty directory

@@ -33,6 +33,12 @@ def make_report(comparison, *, backend: str, dtype: str, drift: dict, timings: d
             "timings_s": {k: round(v, 3) for k, v in timings.items()}, "versions": versions()}
 
 
+def report_paths(out_dir: Path, polygraphy_dir: Path | None = None) -> list[Path]:
+    """The files write_report writes (the Polygraphy pair only when it has a comparison)."""
+    polygraphy_dir = polygraphy_dir or out_dir
+    return [out_dir / REPORT_JSON, out_dir / REPORT_MD, polygraphy_dir / POLYGRAPHY_INPUTS, polygraphy_dir / POLYGRAPHY_OUTPUTS]
+
+
 def write_report(out_dir: Path, report: dict, comparison=None, polygraphy_dir: Path | None = None) -> None:
     """polygraphy_dir: beside the graph that was compared (OUT, or OUT/validation for a prefix)."""
     write_text_atomic(out_dir / REPORT_JSON, json.dumps(report, indent=1) + "\n")

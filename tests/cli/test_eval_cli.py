@@ -26,14 +26,9 @@ def test_eval_lazy_fractions_writes_tables_plots_and_plans(tmp_path):
     assert "| lazy-0.5 | 2 (50%) |" in (out / "eval.md").read_text()
 
 
-@pytest.fixture(scope="module")
-def tiny_build(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("build")
-    plan = tmp / "plan.json"
-    assert run_cli(["plan", "--model", "tiny-llama", "--layers", "1,2", "-o", plan]).exit_code == 0
-    result = run_cli(["build", "--model", "tiny-llama", "--plan", plan, "--backend", "ort", "-o", tmp / "out"])
-    assert result.exit_code == 0, result.stderr
-    return plan, tmp / "out"
+@pytest.fixture
+def tiny_build(tiny_llama_build):
+    return tiny_llama_build
 
 
 def test_onnx_build_gives_the_pytorch_reference_results(tiny_build, tmp_path):
@@ -88,7 +83,7 @@ def test_eval_plan_for_another_model(tmp_path):
 def test_eval_refuses_to_replace_an_unrelated_directory(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     result = run_cli(["eval", "--model", "tiny-llama", "--lazy-fractions", "0.5", "-o", tmp_path])
-    assert_user_error(result, "is not an earlier output")
+    assert_user_error(result, "not an ltexport eval output")
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 

@@ -1,6 +1,7 @@
 """`ltexport build --backend ort` end to end on the tiny models: export, ONNX Runtime, validation."""
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -9,9 +10,11 @@ import torch
 
 from ltexport.backends.ort.session import OrtStep
 from ltexport.backends.trt import is_available as trt_available
+from ltexport.build_info import MARKER
 from ltexport.export.onnx_export import export_onnx
 from ltexport.hybrid.model import HybridModel
 from ltexport.hybrid.step import TorchStep
+from ltexport.outputs import why_not_owned
 from ltexport.plan.schema import Plan, save_plan
 from tests.conftest import assert_umask_modes, assert_user_error, run_cli
 
@@ -120,16 +123,17 @@ def test_build_validate_generate_through_the_cli(tmp_path, plan_file, umask_027)
         assert_user_error(on_trt, "install TensorRT 10", "plugins/README.md")
 
 
-def test_failed_validation_leaves_out_untouched(tmp_path, plan_file):
+def test_failed_validation_leaves_out_untouched(tmp_path, plan_file, tiny_llama_build):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "build.json").write_text("{}")  # a previous build that must survive
+    shutil.copytree(tiny_llama_build[1], out)  # a previous build that must survive
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     kept = tmp_path / "failed"
     result = run_cli(["build", "--model", "tiny-mistral", "--plan", plan_file, "-o", out, "--backend", "ort",
                       "--atol", "0", "--rtol", "0", "--decode-steps", "2", "--keep-failed", kept])
     assert_user_error(result, "validation failed")
-    assert sorted(p.name for p in out.iterdir()) == ["build.json"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert json.loads((kept / "report.json").read_text())["status"] == "fail"
+    assert why_not_owned(kept, MARKER) is None  # the kept build may be replaced by the next failure
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no staging left behind
 
 
@@ -152,7 +156,7 @@ def test_truncated_onnx_file_gives_a_clear_error(tmp_path, exported):
     (out / "build.json").write_text(json.dumps({"model": "tiny-llama", "backend": "ort", "dtype": "fp32", "tokenizer": "byte"}))
     (out / "model.onnx").write_bytes(path.read_bytes()[:200])
     result = run_cli(["generate", out, "--prompt", "x"])
-    assert_user_error(result, "cannot load", "rebuild it")
+    assert_user_error(result, "cannot read", "as ONNX", "rebuild it")
 
 
 def test_fp16_build_passes_with_fp16_tolerances(tmp_path, plan_file):

@@ -110,6 +110,8 @@ def make_build(out: Path, *, backend="ort", dtype="fp32", num_layers=4, lazy=(1,
     plan.update(plan_overrides or {})
     (out / "plan.json").write_text(json.dumps(plan))
     (out / "report.json").write_text(json.dumps({"status": status, "backend": backend, "dtype": dtype, "checks": []}))
+    # build.json as an older ltexport wrote it (no inventory): the file checks below stay read_build's
+    (out / "build.json").write_text(json.dumps({"model": "synthetic", "backend": backend, "dtype": dtype}))
     if backend == "trt" and with_plan_file:
         (out / "model.plan").write_bytes(b"fake TensorRT engine " + dtype.encode())
     if backend == "trt" and with_plugin:
