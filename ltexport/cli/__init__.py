@@ -7,10 +7,43 @@ import sys
 
 import click
 
+from ltexport import console
 from ltexport.errors import LtexportError
 
 
+_VERBOSE = "ltexport.verbose"
+
+
+def _set_verbosity(ctx, param, value):
+    if value:  # given to the group or to the command: ctx.meta is shared by both
+        ctx.meta[_VERBOSE] = True
+
+
+def _verbose_option():
+    return click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, is_eager=True, callback=_set_verbosity,
+                        help="Also show other libraries' warnings, logs and progress bars.")
+
+
+class _Command(click.Command):
+    """Every command takes -v/--verbose (as the group does), so it may follow the command name."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params.append(_verbose_option())
+
+    def invoke(self, ctx):
+        # Before the command imports torch or transformers: they read some switches at import.
+        console.configure(verbose=True if ctx.meta.get(_VERBOSE) else None)
+        return super().invoke(ctx)
+
+
 class _Group(click.Group):
+    command_class = _Command
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params.append(_verbose_option())
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -40,6 +73,7 @@ def _register():
     from ltexport.cli import package_cmd  # noqa: F401
     from ltexport.cli import eval_cmd  # noqa: F401
     from ltexport.cli import bench_cmd  # noqa: F401
+    from ltexport.cli import env_cmd  # noqa: F401
 
 
 _register()
