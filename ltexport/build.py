@@ -43,14 +43,17 @@ class BuildConfig:
 
 
 def choose_backend(requested: str, log) -> str:
+    """The backend to build for; `auto` asks the same probe as `ltexport env`."""
     from ltexport.backends import trt
+    from ltexport.env import backend_status
 
     if requested == "trt" and not trt.is_available():
         raise LtexportError(f"--backend trt needs TensorRT, which is not importable here: {trt.INSTALL_HINT}")
     if requested == "auto":
-        if trt.is_available():
+        status = backend_status("trt")
+        if status.usable:
             return "trt"
-        log("TensorRT is not available; building for ONNX Runtime (CPU fallback)")
+        log(f"building for ONNX Runtime (the CPU fallback): {status.reason} (`ltexport env` lists the backends)")
         return "ort"
     return requested
 

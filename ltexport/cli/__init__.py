@@ -5,30 +5,51 @@ SIGINT, SIGTERM and SIGHUP unwind like Ctrl-C (so staging is removed) and end in
 with the shell's exit code for that signal (128 + its number).
 """
 
-import os
 import signal
 import sys
-import warnings
 
 import click
 
-from ltexport import interrupts
+from ltexport import console, interrupts
 from ltexport.errors import LtexportError
 
 
-# Third-party chatter (transformers' and torch.onnx's logging, Python warnings from torch/onnxscript)
-# would bury the one line that matters; the user's own TRANSFORMERS_VERBOSITY, TORCH_LOGS, -W or
-# PYTHONWARNINGS still win.
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("TORCH_LOGS", "-onnx")
+_VERBOSE = "ltexport.verbose"
+
+
+def _set_verbosity(ctx, param, value):
+    if value:  # given to the group or to the command: ctx.meta is shared by both
+        ctx.meta[_VERBOSE] = True
+
+
+def _verbose_option():
+    return click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, is_eager=True, callback=_set_verbosity,
+                        help="Also show other libraries' warnings, logs and progress bars.")
+
+
+class _Command(click.Command):
+    """Every command takes -v/--verbose (as the group does), so it may follow the command name."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params.append(_verbose_option())
+
+    def invoke(self, ctx):
+        # Before the command imports torch or transformers: they read some switches at import.
+        console.configure(verbose=True if ctx.meta.get(_VERBOSE) else None)
+        return super().invoke(ctx)
 
 
 class _Group(click.Group):
+    command_class = _Command
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params.append(_verbose_option())
+
     def invoke(self, ctx):
         try:
-            with interrupts.handled(), warnings.catch_warnings():
-                if not sys.warnoptions:
-                    warnings.simplefilter("ignore")
+            with interrupts.handled():
                 result = super().invoke(ctx)
                 interrupts.check()
                 return result
@@ -63,6 +84,7 @@ def _register():
     from ltexport.cli import package_cmd  # noqa: F401
     from ltexport.cli import eval_cmd  # noqa: F401
     from ltexport.cli import bench_cmd  # noqa: F401
+    from ltexport.cli import env_cmd  # noqa: F401
 
 
 _register()

@@ -10,6 +10,7 @@ from ltexport.cli import main, trust_remote_code_option
 from ltexport.cli.params import Finite
 from ltexport.errors import LtexportError
 from ltexport.models.sources import DEFAULT_MODEL
+from ltexport.validate.report import verdict
 
 _BACKENDS = click.Choice(["auto", "ort", "trt"])
 
@@ -19,7 +20,8 @@ def _log(message: str) -> None:
 
 
 def _finish(report: dict, out: Path) -> None:
-    click.echo((out / "report.md").read_text().rstrip())
+    click.echo(verdict(report))
+    click.echo(f"details: {out / 'report.md'}")
     if report["status"] != "pass":
         raise LtexportError(f"validation of {out} failed; see {out / 'report.md'}")
 

@@ -100,13 +100,17 @@ def quiet_optimizer():
 
 def write_data(model, weights: dict, source, data_path: Path) -> None:
     """Stream every weight (and every large real-valued initializer) into `data_path`."""
+    from ltexport.progress import progress
+
+    initializers = list(model.graph.initializers.values())
     try:
-        with open(data_path, "wb") as f:
-            for value in list(model.graph.initializers.values()):
+        with open(data_path, "wb") as f, progress(len(initializers), "writing weights") as bar:
+            for value in initializers:
                 if value in weights:
                     _write_weight(f, value, weights[value], source, data_path)
                 elif value.const_value is not None and value.const_value.nbytes >= INLINE_LIMIT:
                     _write_tensor(f, value, _bytes_of(value.const_value), data_path, {})
+                bar.update()
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise LtexportError(f"the disk holding {data_path.parent} filled up while writing weights; free space and rebuild") from None

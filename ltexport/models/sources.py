@@ -111,10 +111,10 @@ class ModelSource:
             return _tiny_model(copy.deepcopy(self.config)).eval()
         from transformers import AutoModelForCausalLM
 
-        try:
+        try:  # config=: the one already read (reading a GGUF's config parses the file again)
             return AutoModelForCausalLM.from_pretrained(
-                str(self.path), gguf_file=self.gguf_file, dtype=torch.float32, trust_remote_code=self.trust_remote_code,
-                local_files_only=True,
+                str(self.path), gguf_file=self.gguf_file, config=copy.deepcopy(self.config), dtype=torch.float32,
+                trust_remote_code=self.trust_remote_code, local_files_only=True,
             ).eval()
         except MemoryError:
             raise

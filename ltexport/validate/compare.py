@@ -6,11 +6,13 @@ memory at one step's outputs. A separate free-running greedy loop per backend ch
 """
 
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ltexport.generation import generate
+from ltexport.generation import iter_tokens
+from ltexport.progress import progress
 from ltexport.export.contract import INPUT_IDS, INPUT_PREFIX, LOGITS, OUTPUT_PREFIX, PAST_LEN, PRESENT_LEN, cache_names, is_cache_output, present_name
 
 
@@ -26,17 +28,31 @@ class CheckStats:
     atol: float
     rtol: float
     max_abs_diff: float = 0.0
-    max_rel_diff: float = 0.0
+    max_rel_diff: float = 0.0  # Polygraphy's, over every element: huge where the reference is near 0
+    max_rel_diff_above_atol: float = 0.0  # over elements whose reference magnitude exceeds atol
     passed: bool = True
 
-    def add(self, result) -> None:
+    def add(self, result, actual: np.ndarray, expected: np.ndarray) -> None:
         self.max_abs_diff = max(self.max_abs_diff, result.max_absdiff or 0.0)
         self.max_rel_diff = max(self.max_rel_diff, result.max_reldiff or 0.0)
+        self.max_rel_diff_above_atol = max(self.max_rel_diff_above_atol, significant_rel_diff(actual, expected, self.atol))
         self.passed = self.passed and bool(result)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "max_abs_diff": self.max_abs_diff, "max_rel_diff": self.max_rel_diff,
-                "atol": self.atol, "rtol": self.rtol, "passed": self.passed}
+                "max_rel_diff_above_atol": self.max_rel_diff_above_atol, "atol": self.atol, "rtol": self.rtol,
+                "passed": self.passed}
+
+
+def significant_rel_diff(actual, expected, atol: float) -> float:
+    """max |a - e| / |e| over the elements with |e| > atol (0 when there are none): the relative error
+    of near-zero references says nothing, and those elements are judged by atol anyway."""
+    expected = np.asarray(expected, dtype=np.float64)
+    keep = np.abs(expected) > atol
+    if expected.shape != np.shape(actual) or not keep.any():
+        return 0.0
+    diff = np.abs(np.asarray(actual, dtype=np.float64)[keep] - expected[keep]) / np.abs(expected[keep])
+    return float(diff.max())
 
 
 @dataclass
@@ -66,6 +82,28 @@ def reference_feeds(reference, prompt_ids: list[int], decode_steps: int):
         feed.update((n, out[present_name(n)]) for n in names)
 
 
+@contextmanager
+def _stats_only_when_logged():
+    """Polygraphy builds its per-output statistics text (mean, median, quantiles: sorts of every output)
+    before asking the logger whether to print it; on 50M-element logits that was half of validation.
+    Skip building it while the logger would drop it. The comparison itself is untouched."""
+    from polygraphy.comparator import util as comp_util
+    from polygraphy.logger import G_LOGGER
+
+    originals = {name: getattr(comp_util, name) for name in ("log_output_stats", "log_compared_output_stats")}
+
+    def gated(fn):
+        return lambda *args, **kwargs: fn(*args, **kwargs) if G_LOGGER.module_severity.get() <= G_LOGGER.INFO else None
+
+    for name, fn in originals.items():
+        setattr(comp_util, name, gated(fn))
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(comp_util, name, fn)
+
+
 def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int, tol: Tolerance,
                     greedy: bool = True) -> Comparison:
     """`runner`: a Polygraphy runner for the compiled graph; `reference`: a TorchStep.
@@ -82,12 +120,13 @@ def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int,
     compare = SimpleCompareFunc(atol=tol.atol, rtol=tol.rtol)
     stats: dict[str, CheckStats] = {}
     first_results, first_feed, tokens, logits = None, None, [], []
-    with runner:
+    with runner, _stats_only_when_logged(), progress(decode_steps + 1, "validating: reference and backend, step by step") as bar:
         step = RunnerStep(runner)
         for index, (feed, ref_out) in enumerate(reference_feeds(reference, prompt_ids, decode_steps)):
             # The reference already ran on this feed to choose the path: reuse its outputs.
+            out = step.infer(feed)
             results = RunResults([
-                (runner.name, [IterationResult(step.infer(feed), runner_name=runner.name)]),
+                (runner.name, [IterationResult(out, runner_name=runner.name)]),
                 (REFERENCE_NAME, [IterationResult(ref_out, runner_name=REFERENCE_NAME)]),
             ])
             accuracy = Comparator.compare_accuracy(results, compare_func=compare, fail_fast=False)
@@ -95,13 +134,16 @@ def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int,
             for accuracy_result in accuracy:  # one per compare function: a {runner pair: [iteration]} dict
                 for name, result in next(iter(accuracy_result.values()))[0].items():
                     group = f"{phase}/{_group(name)}"
-                    stats.setdefault(group, CheckStats(group, tol.atol, tol.rtol)).add(result)
+                    stats.setdefault(group, CheckStats(group, tol.atol, tol.rtol)).add(result, out[name], ref_out[name])
             if index == 0:
                 first_results, first_feed = results, feed
+                # the backend's own prefill is where its free-running greedy decode starts
+                prefilled = (out[LOGITS][0, -1], out[PRESENT_LEN], [out[present_name(n)] for n in step.cache_names])
             last = ref_out[LOGITS][0, -1]
             tokens.append(int(np.argmax(last)))
             logits.append(last.astype(np.float32))
-        agreement = greedy_agreement(step, prompt_ids, tokens, logits, tol) if greedy else {}
+            bar.update()
+        agreement = greedy_agreement(step, prompt_ids, tokens, logits, tol, prefilled) if greedy else {}
     return Comparison(list(stats.values()), agreement, tokens, logits, first_results, first_feed)
 
 
@@ -109,15 +151,34 @@ def _group(output_name: str) -> str:
     return OUTPUT_PREFIX if is_cache_output(output_name) else output_name
 
 
+def _greedy_tokens(step, prompt_ids: list[int], steps: int, prefilled=None):
+    """Greedy tokens from `step`, starting from its prefill outputs (last logits, present_len, caches)
+    when the caller already has them."""
+    if prefilled is None:
+        yield from iter_tokens(step, step.empty_caches(1), prompt_ids, steps)
+        return
+    last, past_len, caches = prefilled
+    for index in range(steps):
+        token = int(np.argmax(last))
+        yield token
+        if index + 1 < steps:
+            logits, past_len, caches = step(np.array([[token]], dtype=np.int64), past_len, caches)
+            last = np.asarray(logits)[0, -1]
+
+
 def greedy_agreement(backend_step, prompt_ids: list[int], reference_tokens: list[int],
-                     reference_logits: list[np.ndarray], tol: Tolerance) -> dict:
+                     reference_logits: list[np.ndarray], tol: Tolerance, prefilled=None) -> dict:
     """The backend decodes on its own caches; does it pick the reference's tokens?
 
     Up to the first mismatch both saw the same tokens, so the reference's logits at that step tell
     whether it was a near-tie (the two tokens' reference logits within the tolerance): a rounding
     difference, not a compilation error. A near-tie is reported and passes; anything else fails.
     """
-    tokens = generate(backend_step, backend_step.empty_caches(1), prompt_ids, len(reference_tokens))
+    with progress(len(reference_tokens), "validating: backend greedy decode") as bar:
+        tokens = []
+        for token in _greedy_tokens(backend_step, prompt_ids, len(reference_tokens), prefilled):
+            tokens.append(token)
+            bar.update()
     mismatch = next((i for i, (a, b) in enumerate(zip(tokens, reference_tokens)) if a != b), None)
     result = {"steps": len(reference_tokens), "tokens_match": mismatch is None, "first_mismatch": mismatch}
     if mismatch is not None:

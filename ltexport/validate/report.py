@@ -63,14 +63,49 @@ def _scope_lines(scope: dict) -> list[str]:
             f"{'byte-identical to' if same else 'NOT identical to'} those tensors in `model.onnx.data`.", "", *prompt]
 
 
+_BACKEND_NAMES = {"ort": "ONNX Runtime", "trt": "TensorRT", "trt-rtx": "TensorRT-RTX"}
+
+
+def verdict(report: dict) -> str:
+    """One line a person can trust at a glance: the outcome, what was compared, and the worst figure."""
+    checks = report["checks"]
+    failed = [c for c in checks if not c["passed"]]
+    backend = _BACKEND_NAMES.get(report["backend"], report["backend"])
+    scope = report.get("scope") or {}
+    what = (f"{backend} ({report['dtype']}) vs the PyTorch reference, "
+            f"{scope.get('prompt_tokens')} prompt tokens + {scope.get('decode_steps')} decode steps"
+            + (f", first {scope['layers']} of {scope['model_layers']} layers" if scope.get("kind") == "prefix" else ""))
+    greedy = report.get("greedy") or {}
+    if not greedy:
+        greedy_text = "no greedy check"
+    elif greedy.get("tokens_match"):
+        greedy_text = f"greedy tokens match over {greedy['steps']} steps"
+    else:
+        greedy_text = (f"greedy tokens diverge at step {greedy['first_mismatch']}"
+                       + (" (a near-tie in the reference)" if greedy.get("near_tie") else ""))
+    if report["status"] == "pass":
+        worst = max(checks, key=lambda c: c["max_abs_diff"] / c["atol"] if c["atol"] else 0.0, default=None)
+        worst_text = (f"; largest abs diff {worst['max_abs_diff']:.3g} ({worst['name']}, atol {worst['atol']:g})"
+                      if worst else "")
+        return f"PASS: {what}: all {len(checks)} checks within tolerance{worst_text}; {greedy_text}."
+    names = ", ".join(f"{c['name']} {c['max_abs_diff']:.3g}" for c in failed[:3]) + (" ..." if len(failed) > 3 else "")
+    failed_text = f"{len(failed)} of {len(checks)} checks exceed tolerance ({names})" if failed else "checks within tolerance"
+    return f"FAIL: {what}: {failed_text}; {greedy_text}."
+
+
 def format_markdown(report: dict) -> str:
-    lines = [f"# ltexport validation: {report['status'].upper()}", "",
+    lines = [f"# ltexport validation: {report['status'].upper()}", "", f"**{verdict(report)}**", "",
              f"backend `{report['backend']}`, dtype `{report['dtype']}`; compared against the PyTorch hybrid "
              f"reference ({report['scope'].get('prompt_tokens')} prompt tokens, {report['scope'].get('decode_steps')} decode steps)", "",
              *_scope_lines(report["scope"]),
-             "| check | max abs diff | max rel diff | atol | rtol | passed |", "|---|---|---|---|---|---|"]
+             "An element passes when |diff| <= atol or |diff| / |ref| <= rtol. The relative column is taken over the "
+             "elements whose reference magnitude exceeds atol (near-zero references are judged by atol; their "
+             "relative error means nothing).", "",
+             "| check | max abs diff | max rel diff (\\|ref\\| > atol) | atol | rtol | passed |", "|---|---|---|---|---|---|"]
     for c in report["checks"]:
-        lines.append(f"| {c['name']} | {c['max_abs_diff']:.3g} | {c['max_rel_diff']:.3g} | {c['atol']:g} | {c['rtol']:g} | "
+        rel = c.get("max_rel_diff_above_atol")
+        rel_text = "n/a" if rel is None else f"{rel:.3g}"
+        lines.append(f"| {c['name']} | {c['max_abs_diff']:.3g} | {rel_text} | {c['atol']:g} | {c['rtol']:g} | "
                      f"{'yes' if c['passed'] else 'NO'} |")
     g = report["greedy"]
     if g:
