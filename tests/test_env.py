@@ -51,3 +51,15 @@ def test_env_text_names_every_backend():
     for name in BACKENDS:
         assert f"    {name}" in result.stdout
     assert backend_status("ort").reason in result.stdout
+
+
+def test_env_reports_a_damaged_plugin_library_without_crashing(tmp_path, monkeypatch):
+    library = tmp_path / "libltexport_trt_plugin.so"
+    library.write_bytes(b"\x7fELF" + bytes(range(256)) * 4)
+    monkeypatch.setenv("LTEXPORT_TRT_PLUGIN", str(library))
+    before = sorted(tmp_path.iterdir())
+    result = run_cli(["env", "--json"])
+    assert result.exit_code == 0 and "Traceback" not in result.stderr
+    plugin = json.loads(result.stdout)["plugin"]
+    assert plugin["built"] and not plugin["loadable"] and plugin["detail"]
+    assert sorted(tmp_path.iterdir()) == before
