@@ -38,6 +38,7 @@ def _register():
     from ltexport.cli import build_cmd  # noqa: F401
     from ltexport.cli import generate_cmd  # noqa: F401
     from ltexport.cli import package_cmd  # noqa: F401
+    from ltexport.cli import serve_cmd  # noqa: F401
     from ltexport.cli import eval_cmd  # noqa: F401
     from ltexport.cli import bench_cmd  # noqa: F401
 

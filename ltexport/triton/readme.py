@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 from pathlib import Path
 
 from ltexport.triton.build_io import BuildIO, bytes_per_element
@@ -16,26 +17,62 @@ def memory_contexts(io: BuildIO) -> list[int]:
     return sorted({io.sink + io.window, 4096, 32768, 131072})
 
 
+def _backend_config(plugins: list[Path]) -> list[str]:
+    return ["--backend-config=tensorrt,plugins=" + ";".join(str(p) for p in plugins)] if plugins else []
+
+
 def serve_command(repo: Path, plugins: list[Path]) -> str:
     """The tritonserver command line; plugins are loaded by the TensorRT backend at start-up."""
-    cmd = ["tritonserver", f"--model-repository={repo}"]
-    if plugins:
-        cmd.append("--backend-config=tensorrt,plugins=" + ";".join(str(p) for p in plugins))
+    cmd = ["tritonserver", f"--model-repository={repo}", *_backend_config(plugins)]
     return " ".join(shlex.quote(c) for c in cmd)
 
 
-def model_readme(io: BuildIO, repo: Path, name: str, version: int, gpu: bool, instances: int,
-                 idle_us: int, seq_start_added: bool, plugin: Path | None) -> str:
-    lazy, full = len(io.lazy_layers), io.num_layers - len(io.lazy_layers)
+def serve_with_ltexport(repo: Path, plugins: list[Path] = ()) -> str:
+    """How to start a server whose python backend runs in this Python environment (python runtime)."""
+    env_bin = Path(sys.executable).parent
+    extra = _backend_config(list(plugins))
+    ltexport = ["ltexport", "serve", str(repo), *(["--", *extra] if extra else [])]
+    return (" ".join(shlex.quote(c) for c in ltexport) + "\n"
+            f"# or, with a tritonserver of your own (its python backend stub built for Python "
+            f"{sys.version_info[0]}.{sys.version_info[1]}):\n"
+            f"PATH={shlex.quote(str(env_bin))}:$PATH {serve_command(repo, list(plugins))}")
+
+
+def _memory_table(io: BuildIO) -> str:
     past_len_bytes = bytes_per_element(io.past_len.elem_type)
+    cache = io.caches[0]
+    row_bytes = cache.kv_heads * cache.head_dim * bytes_per_element(cache.elem_type)
     rows = []
     for ctx in memory_contexts(io):
         m = state_memory_per_sequence(io.caches, ctx, extra_bytes=past_len_bytes)
         rows.append(f"| {ctx} | {format_bytes(m.hybrid_bytes)} | {format_bytes(m.dense_bytes)} | {m.ratio:.2f} |")
-    cache = io.caches[0]
-    row_bytes = cache.kv_heads * cache.head_dim * bytes_per_element(cache.elem_type)
+    return f"""Caches only (plus {past_len_bytes} bytes of `past_len`), batch 1: a lazy layer holds S+W = {io.sink + io.window}
+rows, a full layer one row per token; one row of one key or value tensor = {row_bytes} bytes.
+
+| context (tokens) | this hybrid | same model, no lazy layers | ratio |
+|---:|---:|---:|---:|
+{chr(10).join(rows)}
+"""
+
+
+def _logits_line(io: BuildIO) -> str:
     vocab = io.logits.dims[2] if isinstance(io.logits.dims[2], int) else None
     logit_bytes = bytes_per_element(io.logits.elem_type)
+    return (f"{vocab} x {logit_bytes} bytes = {format_bytes(vocab * logit_bytes)} per prompt token"
+            if vocab else f"vocab x {logit_bytes} bytes per prompt token")
+
+
+def _header(io: BuildIO, name: str) -> str:
+    lazy, full = len(io.lazy_layers), io.num_layers - len(io.lazy_layers)
+    return f"""# Triton model `{name}` (ltexport hybrid)
+
+Built from `{io.build_dir}` ({io.backend}, {io.dtype}): {io.num_layers} layers, {lazy} lazy
+(sink {io.sink} + window {io.window}: layers {list(io.lazy_layers)}), {full} full.
+"""
+
+
+def model_readme(io: BuildIO, repo: Path, name: str, version: int, gpu: bool, instances: int,
+                 idle_us: int, seq_start_added: bool, plugin: Path | None) -> str:
     kind = "KIND_GPU" if (gpu or io.backend == "trt") else "KIND_CPU"
 
     if io.backend == "trt":
@@ -51,15 +88,9 @@ def model_readme(io: BuildIO, repo: Path, name: str, version: int, gpu: bool, in
                 if seq_start_added else
                 "The graph has its own `seq_start` input." if io.seq_start is not None else
                 "This graph has no growing cache and no `seq_start` input, so no control input is configured.")
-    logits_line = (f"{vocab} x {logit_bytes} bytes = {format_bytes(vocab * logit_bytes)} per prompt token"
-                   if vocab else f"vocab x {logit_bytes} bytes per prompt token")
     plugins = [plugin] if plugin else []
 
-    return f"""# Triton model `{name}` (ltexport hybrid)
-
-Built from `{io.build_dir}` ({io.backend}, {io.dtype}): {io.num_layers} layers, {lazy} lazy
-(sink {io.sink} + window {io.window}: layers {list(io.lazy_layers)}), {full} full.
-
+    return f"""{_header(io, name)}
 ## Serve
 
 ```
@@ -78,7 +109,7 @@ Built from `{io.build_dir}` ({io.backend}, {io.dtype}): {io.num_layers} layers, 
 One generation is one Triton sequence: pass the same `sequence_id` on every request,
 `sequence_start=True` on the first and `sequence_end=True` on the last. Each request sends only
 `{io.input_ids.name}` (INT64 [1, T]: the prompt first, then one token per step) and receives
-`{io.logits.name}` [1, T, vocab]: {logits_line}, so send long prompts in chunks if the message
+`{io.logits.name}` [1, T, vocab]: {_logits_line(io)}, so send long prompts in chunks if the message
 size matters (for `prefill: dense` plans that changes the lazy layers' prefill to streaming).
 See `examples/triton_client.py`.
 
@@ -99,21 +130,64 @@ in Triton's backlog until one ends or idles out ({idle_us} us without a request)
 
 ## State memory per sequence
 
-Caches only (plus {past_len_bytes} bytes of `past_len`), batch 1: a lazy layer holds S+W = {io.sink + io.window}
-rows, a full layer one row per token; one row of one key or value tensor = {row_bytes} bytes.
-
-| context (tokens) | this hybrid | same model, no lazy layers | ratio |
-|---:|---:|---:|---:|
-{chr(10).join(rows)}
-
+{_memory_table(io)}
 Triton keeps a separate input and output buffer for each state (`use_same_buffer_for_input_output`
 is not enabled), so it allocates up to about twice these numbers per active sequence.
 """
 
 
+def python_model_readme(io: BuildIO, repo: Path, name: str, version: int, opts, plugin: Path | None) -> str:
+    """README of a python-runtime model (ltexport.triton.python_model); opts: config.ServeOptions."""
+    kind = "KIND_GPU" if (opts.gpu or io.backend == "trt") else "KIND_CPU"
+    engine = (f"- `{version}/model.plan`, `{version}/{PLUGIN_NAME}`: the TensorRT engine and its plugin, used where "
+              "TensorRT imports in the server's Python (parameter `ltexport_backend`: auto | ort | trt).\n"
+              if plugin else "")
+    return f"""{_header(io, name)}
+## Serve
+
+Triton's python backend runs this model with ltexport's own step code, so its stub must run in a
+Python environment where ltexport is installed:
+
+```
+{serve_with_ltexport(repo)}
+```
+
+## Files
+
+- `config.pbtxt`: `backend: "python"`, `max_batch_size: 1`, sequence batching (oldest) with
+  START / END / CORRID controls, at most {opts.max_sequences} sequences per instance, {opts.instances} x {kind},
+  idle timeout {opts.max_sequence_idle_us} us.
+- `{version}/model.py`: imports `ltexport.triton.python_model`.
+- `{version}/model.onnx` + external data, `{version}/build.json`: the build, run by ONNX Runtime.
+{engine}- `README.md`, `ltexport.json`: this file and the packaging record (Triton ignores both).
+
+## Requests
+
+One generation is one Triton sequence (uint64 `sequence_id`, `sequence_start=True` on the first
+request, `sequence_end=True` on the last), exactly as for the implicit-state flavour: each request
+sends `{io.input_ids.name}` (INT64 [1, T]) and receives `{io.logits.name}` [1, T, vocab] ({_logits_line(io)}).
+See `examples/triton_client.py`.
+
+Each instance keeps the caches of its sequences, keyed by correlation id, and frees them when a
+request has END set, or when a sequence has had no request for {opts.max_sequence_idle_us} us (the
+idle timeout Triton applies; the model sweeps on its own, since Triton does not tell a python model).
+A request for an unknown or ended sequence gets an error. Triton itself refuses a request without
+START for a sequence it does not know, and makes further sequences wait while an instance holds
+{opts.max_sequences}. Metrics (Triton's metrics endpoint): `ltexport_sequences_held`,
+`ltexport_sequence_cache_bytes`, `ltexport_sequences_freed_total{{reason="end"|"idle"}}`.
+
+## Cache memory per sequence
+
+{_memory_table(io)}
+The model holds one copy of these per live sequence; while a request runs, ONNX Runtime writes the
+new caches before the old ones are dropped.
+"""
+
+
 def repo_readme(repo: Path, models: list[dict]) -> str:
     """REPO/README.md from the packaging records of all ltexport models in the repository."""
-    plugins = [repo / m["name"] / m["plugin"] for m in models if m.get("plugin")]
+    # the TensorRT backend loads plugins; a python-runtime model loads its own
+    plugins = [repo / m["name"] / m["plugin"] for m in models if m.get("plugin") and m.get("runtime") != "python"]
     lines = "\n".join(
         f"- `{m['name']}` (version {m['model_version']}, {m['backend']}): see `{m['name']}/README.md`"
         for m in models
@@ -125,6 +199,11 @@ def repo_readme(repo: Path, models: list[dict]) -> str:
                  "inside it, e.g. `docker run --gpus all -v <repo>:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 "
                  "tritonserver --model-repository=/models --backend-config=tensorrt,plugins=/models/<name>/<version>/"
                  f"{PLUGIN_NAME}` with a release whose TensorRT matches the one that built the engine.\n")
+    command = serve_command(repo, plugins)
+    if any(m.get("runtime") == "python" for m in models):
+        command = serve_with_ltexport(repo, plugins)
+        extra += ("\nThe python-runtime models run ltexport inside Triton's python backend: its stub must run in a "
+                  "Python environment where ltexport is installed (what `ltexport serve` arranges).\n")
     return f"""{REPO_README_MARKER}
 # Triton model repository
 
@@ -135,6 +214,6 @@ Models packaged by `ltexport package`:
 Serve this repository with
 
 ```
-{serve_command(repo, plugins)}
+{command}
 ```
 {extra}"""
