@@ -96,9 +96,11 @@ class _Metrics:
             self.freed["idle"].increment(idled)
 
 
-def _quiet_numpy_capsule_warning(previous):
-    """The stub renames a consumed DLPack capsule "used_dlpack" (not the standard "used_dltensor"), so
-    NumPy's capsule destructor reports a harmless ValueError on every output; drop only that one."""
+def quiet_numpy_capsule_warning() -> None:
+    """Drop one harmless message: the stub renames a consumed DLPack capsule "used_dlpack" (not the
+    standard "used_dltensor"), so NumPy's capsule destructor reports a ValueError for every output
+    tensor made by `Tensor.from_dlpack(name, ndarray)`; the stub frees the tensor itself."""
+    previous = sys.unraisablehook
 
     def hook(unraisable):
         exc = unraisable.exc_value
@@ -106,7 +108,7 @@ def _quiet_numpy_capsule_warning(previous):
             return
         previous(unraisable)
 
-    return hook
+    sys.unraisablehook = hook
 
 
 class TritonPythonModel:
@@ -122,7 +124,7 @@ class TritonPythonModel:
             os.environ.setdefault(PLUGIN_ENV, str(plugin))  # the TensorRT engine's plugin, packaged beside it
         params = config.get("parameters", {})
         backend = params.get(BACKEND_PARAMETER, {}).get("string_value", "auto")
-        sys.unraisablehook = _quiet_numpy_capsule_warning(sys.unraisablehook)
+        quiet_numpy_capsule_warning()
 
         self._stack = ExitStack()
         step = self._stack.enter_context(open_step(version_dir, read_build_info(version_dir), backend, 0))
