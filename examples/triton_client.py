@@ -41,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="send the prompt in chunks of N tokens (0: one request); smaller logits messages, "
                         "but lazy layers of a 'dense' prefill plan then see only sink+window of earlier chunks")
     p.add_argument("--sequence-id", type=int, default=None, help="Triton sequence id (default: random)")
+    p.add_argument("--show-ids", action="store_true", help="also print the generated token ids on stderr")
     args = p.parse_args(argv)
     if args.tokenizer and args.prompt is None:
         p.error("--tokenizer needs --prompt")
@@ -143,6 +144,8 @@ def main(argv=None) -> int:
     rate = f", {decoded / timing['decode_s']:.1f} tokens/s after it" if decoded and timing["decode_s"] > 0 else ""
     print(f"{len(prompt_ids)} prompt tokens, {len(generated)} generated: first token after "
           f"{timing['first_token_s']:.3f} s{rate}", file=sys.stderr)
+    if args.show_ids:
+        print("ids: " + " ".join(map(str, generated)), file=sys.stderr)
     return 0
 
 

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import threading
+import time
 import traceback
 from contextlib import ExitStack
 from pathlib import Path
@@ -68,9 +69,14 @@ class _Sweeper(threading.Thread):
 
 
 class _Metrics:
-    """The instance's cache gauges; a no-op where the server runs without metrics."""
+    """The instance's cache gauges; a no-op where the server runs without metrics.
 
-    def __init__(self, pb, labels: dict):
+    Each update is a message to the server process, so between sequence starts and ends (which
+    always update) the gauges are refreshed at most once per `interval_s`.
+    """
+
+    def __init__(self, pb, labels: dict, interval_s: float = 1.0):
+        self.interval_s, self._last = interval_s, float("-inf")
         try:
             gauge, counter = pb.MetricFamily.GAUGE, pb.MetricFamily.COUNTER
             # the families must outlive their metrics
@@ -85,9 +91,11 @@ class _Metrics:
         except Exception:  # noqa: BLE001 - metrics disabled (--allow-metrics=false) or unsupported
             self.held = None
 
-    def update(self, caches: SequenceCaches, ended: int = 0, idled: int = 0):
-        if self.held is None:
+    def update(self, caches: SequenceCaches, ended: int = 0, idled: int = 0, force: bool = True):
+        now = time.monotonic()
+        if self.held is None or not (force or now - self._last >= self.interval_s):
             return
+        self._last = now
         self.held.set(caches.held)
         self.bytes.set(caches.held_bytes)
         if ended:
@@ -160,8 +168,8 @@ class TritonPythonModel:
             pb.Logger.log_error(f"ltexport: {self.name}: {traceback.format_exc()}")
             return pb.InferenceResponse(error=pb.TritonError(f"internal error in the ltexport model: {exc!r}"))
         if end:
-            pb.Logger.log_info(f"ltexport: sequence {corrid} ended, caches freed; {self.caches.held} held")
-        self.metrics.update(self.caches, ended=int(end))
+            pb.Logger.log_info(f"ltexport: {self.name}: sequence {corrid} ended, caches freed; {self.caches.held} held")
+        self.metrics.update(self.caches, ended=int(end), force=start or end)
         return pb.InferenceResponse([pb.Tensor.from_dlpack(LOGITS, np.ascontiguousarray(logits))])
 
     def _input(self, request, name) -> np.ndarray:
@@ -173,6 +181,6 @@ class TritonPythonModel:
     def _sweep(self):
         freed = self.caches.sweep()
         if freed:
-            self.pb.Logger.log_info(f"ltexport: sequences {freed} idle for more than {self.caches.idle_timeout_s:g} s, "
-                                    f"caches freed; {self.caches.held} held")
+            self.pb.Logger.log_info(f"ltexport: {self.name}: sequences {freed} idle for more than "
+                                    f"{self.caches.idle_timeout_s:g} s, caches freed; {self.caches.held} held")
             self.metrics.update(self.caches, idled=len(freed))

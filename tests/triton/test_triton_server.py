@@ -128,7 +128,9 @@ def served(tiny_build, tmp_path_factory):
     install = triton_or_skip()
     tmp = tmp_path_factory.mktemp("served")
     repo = tmp / "repo"
-    package_triton(tiny_build, repo, name="hybrid", runtime="python", max_sequence_idle_us=int(IDLE_S * 1e6))
+    # two instances: each sequence must stay on the instance that holds its caches
+    package_triton(tiny_build, repo, name="hybrid", runtime="python", max_sequence_idle_us=int(IDLE_S * 1e6),
+                   instances=2)
     probe_config = add_probe(repo, tmp)
     probe_log = tmp / "probe.jsonl"
     server = TritonServer(repo, log=tmp / "server.log", env={"LTEXPORT_PROBE_LOG": str(probe_log)}, install=install)
@@ -146,12 +148,12 @@ def grpc(server):
     return grpcclient.InferenceServerClient(server.grpc_url)
 
 
-def held(server):
-    """(sequences, cache bytes) the `hybrid` model's instances report through Triton's metrics endpoint."""
+def held(server, model="hybrid"):
+    """(sequences, cache bytes) the model's instances report through Triton's metrics endpoint."""
     text = server.metrics()
 
     def total(metric):
-        return sum(float(v) for v in re.findall(rf'^{metric}{{[^}}]*model="hybrid"[^}}]*}} (\S+)$', text, re.M))
+        return sum(float(v) for v in re.findall(rf'^{metric}{{[^}}]*model="{model}"[^}}]*}} (\S+)$', text, re.M))
     return total("ltexport_sequences_held"), total("ltexport_sequence_cache_bytes")
 
 
@@ -285,3 +287,29 @@ def test_serves_the_implicit_state_repository(tmp_path):
         assert got == reference_greedy(out / "model.onnx", [1, 2, 3, 4], 5)
         # a second sequence on the same instance starts from fresh state
         assert example.generate(client, "hybrid", [1, 2, 3, 4], 5, sequence_id=12) == got
+
+
+@pytest.mark.slow
+def test_smollm2_served_over_grpc(smollm2_build, tmp_path):
+    """The real SmolLM2 build: the client's text and token ids equal `ltexport generate --raw`'s."""
+    from ltexport.runtime import encode_prompt, load_build_tokenizer
+
+    install = triton_or_skip()
+    out, prompt, n = smollm2_build, "The capital of France is", 16
+    package_triton(out, tmp_path / "repo", name="smollm2", runtime="python")
+    tokenizer = load_build_tokenizer(out, read_build_info(out))
+    ids = encode_prompt(tokenizer, prompt, chat=False)
+    with open_step(out, read_build_info(out), "ort", 0) as step:
+        want = list(iter_tokens(step, step.empty_caches(1), ids, n, eos_id=tokenizer.eos_token_id))
+    cli = run_cli(["generate", out, "--prompt", prompt, "--raw", "--max-new-tokens", n])
+    assert cli.exit_code == 0, cli.stderr
+    with TritonServer(tmp_path / "repo", log=tmp_path / "server.log", install=install) as server:
+        proc = subprocess.run([sys.executable, str(CLIENT), "--url", server.grpc_url, "--model", "smollm2",
+                               "--max-new-tokens", str(n), "--tokenizer", str(out / "tokenizer"), "--prompt", prompt,
+                               "--show-ids"], capture_output=True, text=True, timeout=300)
+        assert held(server, "smollm2") == (0, 0)
+    assert proc.returncode == 0, proc.stderr
+    got = [int(t) for t in re.search(r"^ids: (.*)$", proc.stderr, re.M).group(1).split()]
+    assert (got[:-1] if got[-1] == tokenizer.eos_token_id else got) == want
+    assert proc.stdout == prompt + cli.stdout  # the prompt, then the same continuation
+    assert "Paris" in proc.stdout
