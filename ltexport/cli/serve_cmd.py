@@ -24,13 +24,9 @@ def serve_cmd(repo, tritonserver_args, address, grpc_port, http_port, metrics_po
     --runtime python` import ltexport from it. Arguments after `--` go to tritonserver.
     """
     from ltexport.errors import LtexportError
-    from ltexport.triton.server import TritonServer, missing_libraries, require_triton
+    from ltexport.triton.server import TritonServer, runnable_triton
 
-    install = require_triton()
-    missing = missing_libraries(install)
-    if missing:
-        raise LtexportError(f"tritonserver ({install.origin}) cannot find {', '.join(missing)}; install them "
-                            "(e.g. the libpython shared library of this Python) or add their directory to LD_LIBRARY_PATH")
+    install = runnable_triton()
     if check:
         click.echo(f"tritonserver: {install.binary} ({install.origin}); backends: {', '.join(install.backends)}")
         return
@@ -38,9 +34,9 @@ def serve_cmd(repo, tritonserver_args, address, grpc_port, http_port, metrics_po
         raise click.UsageError("Missing argument 'REPO'.")
     server = TritonServer(repo, address=address, grpc_port=grpc_port, http_port=http_port,
                           metrics_port=metrics_port, extra_args=tuple(tritonserver_args), install=install)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server too, not only Ctrl-C
-    server.start()
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server too, not only Ctrl-C
     try:
+        server.start()
         server.wait_ready()
         click.echo(f"serving {server.repo}: gRPC {server.grpc_url}, HTTP {address}:{server.http_port}, "
                    f"metrics {address}:{server.metrics_port} (Ctrl-C stops)", err=True)
@@ -49,6 +45,7 @@ def serve_cmd(repo, tritonserver_args, address, grpc_port, http_port, metrics_po
         pass
     finally:
         server.stop()
+        signal.signal(signal.SIGTERM, previous)
     if server.proc.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL):
         raise LtexportError(f"tritonserver exited with status {server.proc.returncode}; see its log above")
 

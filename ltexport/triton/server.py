@@ -117,6 +117,16 @@ def missing_libraries(install: TritonInstall) -> list[str]:
     return missing
 
 
+def runnable_triton() -> TritonInstall:
+    """require_triton(), and every shared library the server and its python backend stub need is found."""
+    install = require_triton()
+    missing = missing_libraries(install)
+    if missing:
+        raise LtexportError(f"tritonserver ({install.origin}) cannot find {', '.join(missing)}; install them "
+                            "(e.g. the libpython shared library of this Python) or add their directory to LD_LIBRARY_PATH")
+    return install
+
+
 def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((address, 0))

@@ -313,3 +313,12 @@ def test_smollm2_served_over_grpc(smollm2_build, tmp_path):
     assert (got[:-1] if got[-1] == tokenizer.eos_token_id else got) == want
     assert proc.stdout == prompt + cli.stdout  # the prompt, then the same continuation
     assert "Paris" in proc.stdout
+
+
+def test_serve_check_and_bad_repository(tmp_path):
+    triton_or_skip()
+    check = run_cli(["serve", "--check"])
+    assert check.exit_code == 0 and "tritonserver:" in check.stdout and "python" in check.stdout
+    from tests.conftest import assert_user_error
+
+    assert_user_error(run_cli(["serve", tmp_path / "nowhere"]), "model repository", "does not exist")
