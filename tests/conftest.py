@@ -27,6 +27,19 @@ def tiny_llama_build(tmp_path_factory):
     return plan, tmp / "out"
 
 
+@pytest.fixture(scope="session")
+def smollm2_build(tmp_path_factory):
+    """SmolLM2 built once per session (tests/test_smollm2.py, the Triton server test): 8 lazy layers,
+    and a small window that keeps the validation prompt short (S+W+64 tokens) while the ring still wraps."""
+    tmp = tmp_path_factory.mktemp("smollm2")
+    assert run_cli(["plan", "--model", "smollm2", "--layers", "11,12,13,14,15,16,17,18", "--window", "124",
+                    "-o", tmp / "plan.json"]).exit_code == 0
+    result = run_cli(["build", "--model", "smollm2", "--plan", tmp / "plan.json", "-o", tmp / "out",
+                      "--backend", "ort", "--decode-steps", "8"])
+    assert result.exit_code == 0, result.stderr
+    return tmp / "out"
+
+
 def run_cli(args, cwd=None):
     """Run the CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
     from click.testing import CliRunner

@@ -82,6 +82,7 @@ def _register():
     from ltexport.cli import build_cmd  # noqa: F401
     from ltexport.cli import generate_cmd  # noqa: F401
     from ltexport.cli import package_cmd  # noqa: F401
+    from ltexport.cli import serve_cmd  # noqa: F401
     from ltexport.cli import eval_cmd  # noqa: F401
     from ltexport.cli import bench_cmd  # noqa: F401
     from ltexport.cli import env_cmd  # noqa: F401

@@ -19,12 +19,17 @@ from ltexport.cli import main
               help="Model instances = sequences served at once.")
 @click.option("--max-sequence-idle-us", default=10_000_000, show_default=True, type=click.IntRange(min=1),
               help="Microseconds without a request after which Triton ends a sequence and frees its slot.")
-def package_cmd(build_dir, repo, name, version, gpu, instances, max_sequence_idle_us):
+@click.option("--runtime", type=click.Choice(["backend", "python"]), default="backend", show_default=True,
+              help="backend: Triton's onnxruntime/TensorRT backend with the caches as implicit state; "
+                   "python: Triton's python backend running ltexport (serve with `ltexport serve`).")
+@click.option("--max-sequences", type=click.IntRange(min=1), default=None,
+              help="--runtime python: sequences each instance holds at once  [default: 4]")
+def package_cmd(build_dir, repo, name, version, gpu, instances, max_sequence_idle_us, runtime, max_sequences):
     """Package build directory BUILD_DIR for Triton Inference Server."""
     from ltexport.triton import package_triton
 
     pkg = package_triton(build_dir, repo, name=name, version=version, gpu=gpu, instances=instances,
-                         max_sequence_idle_us=max_sequence_idle_us)
+                         max_sequence_idle_us=max_sequence_idle_us, runtime=runtime, max_sequences=max_sequences)
     verb = "wrote" if pkg.changed else "unchanged (already packaged):"
     click.echo(f"{verb} {pkg.path}")
     for note in pkg.notes:

@@ -82,7 +82,8 @@ def make_model(num_layers=4, lazy=(1, 3), dtype="fp32", kv_symbolic=False, with_
             helper.make_node("Gather", ["ids_shape", "one_idx"], ["seq_len"]),
             helper.make_node("Add", ["past_len", "seq_len"], ["present_len"]),
         ]
-        outputs.append(helper.make_tensor_value_info("present_len", TensorProto.INT64, ["batch"]))
+        # the contract's order (logits, present_len, presents), which OrtStep relies on
+        outputs.insert(1, helper.make_tensor_value_info("present_len", TensorProto.INT64, ["batch"]))
     if with_seq_start:
         inputs.append(helper.make_tensor_value_info("seq_start", TensorProto.INT32, [1]))
     if extra_input:
@@ -95,8 +96,8 @@ def make_model(num_layers=4, lazy=(1, 3), dtype="fp32", kv_symbolic=False, with_
 
 def make_build(out: Path, *, backend="ort", dtype="fp32", num_layers=4, lazy=(1, 3), status="pass",
                model=None, plan_overrides=None, with_plan_file=True, with_plugin=True, **model_kw) -> Path:
-    """A fake `ltexport build -o OUT` directory: model.onnx + model.onnx.data, plan.json, report.json
-    (+ model.plan and plugins/ for backend='trt')."""
+    """A fake `ltexport build -o OUT` directory: model.onnx + model.onnx.data, plan.json, report.json,
+    build.json (+ model.plan and plugins/ for backend='trt')."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = model if model is not None else make_model(num_layers, lazy, dtype, **model_kw)
@@ -111,7 +112,8 @@ def make_build(out: Path, *, backend="ort", dtype="fp32", num_layers=4, lazy=(1,
     (out / "plan.json").write_text(json.dumps(plan))
     (out / "report.json").write_text(json.dumps({"status": status, "backend": backend, "dtype": dtype, "checks": []}))
     # build.json as an older ltexport wrote it (no inventory): the file checks below stay read_build's
-    (out / "build.json").write_text(json.dumps({"model": "synthetic", "backend": backend, "dtype": dtype}))
+    (out / "build.json").write_text(json.dumps({"model": "synthetic", "backend": backend, "dtype": dtype,
+                                                "tokenizer": "none"}))
     if backend == "trt" and with_plan_file:
         (out / "model.plan").write_bytes(b"fake TensorRT engine " + dtype.encode())
     if backend == "trt" and with_plugin:
