@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ltexport.build import read_build_info  # noqa: E402
+from ltexport.build_info import read_build_info  # noqa: E402
 from ltexport.generation import iter_tokens  # noqa: E402
 from ltexport.runtime import encode_prompt, load_build_tokenizer, open_step  # noqa: E402
 from ltexport.triton import package_triton  # noqa: E402

@@ -24,14 +24,16 @@ def serve_cmd(repo, tritonserver_args, address, grpc_port, http_port, metrics_po
     --runtime python` import ltexport from it. Arguments after `--` go to tritonserver.
     """
     from ltexport.errors import LtexportError
-    from ltexport.triton.server import TritonServer, runnable_triton
+    from ltexport.triton.server import TritonServer, check_repository, runnable_triton
 
+    if not check:
+        if repo is None:
+            raise click.UsageError("Missing argument 'REPO'.")
+        check_repository(repo)  # the user's input first, then the installation
     install = runnable_triton()
     if check:
         click.echo(f"tritonserver: {install.binary} ({install.origin}); backends: {', '.join(install.backends)}")
         return
-    if repo is None:
-        raise click.UsageError("Missing argument 'REPO'.")
     server = TritonServer(repo, address=address, grpc_port=grpc_port, http_port=http_port,
                           metrics_port=metrics_port, extra_args=tuple(tritonserver_args), install=install)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server too, not only Ctrl-C

@@ -98,8 +98,6 @@ def _trt_files(io: BuildIO, version: int) -> dict:
 def _python_files(io: BuildIO, repo: Path, name: str, version: int, opts: ServeOptions) -> dict:
     """The python-backend model: model.py beside the build's own files, which ltexport.runtime opens."""
     out = io.build_dir
-    if not (out / BUILD_JSON).is_file():
-        raise LtexportError(f"{out / BUILD_JSON} is missing; package a complete `ltexport build -o OUT` directory")
     files: dict = {f"{version}/model.py": MODEL_PY.encode(), f"{version}/{BUILD_JSON}": out / BUILD_JSON,
                    f"{version}/{MODEL_FILE}": out / MODEL_FILE}
     for rel in external_data_files(load_model_proto(out / MODEL_FILE), out):

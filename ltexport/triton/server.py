@@ -146,6 +146,20 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
+def check_repository(repo) -> Path:
+    """The resolved model repository; refused unless it is a directory holding at least one model."""
+    path = Path(repo)
+    if not path.exists():
+        raise LtexportError(f"model repository {repo} does not exist; create it with `ltexport package OUT --triton {repo}`")
+    if not path.is_dir():
+        raise LtexportError(f"model repository {repo} is not a directory; give `ltexport serve` the directory "
+                            "that `ltexport package --triton` wrote")
+    if not any(p.is_file() for p in path.glob("*/config.pbtxt")):
+        raise LtexportError(f"model repository {repo} holds no model (no */config.pbtxt); package one with "
+                            f"`ltexport package OUT --triton {repo}`")
+    return path.resolve()
+
+
 @dataclass
 class TritonServer:
     """One tritonserver process serving `repo`; use as a context manager or call start()/stop().
@@ -167,9 +181,7 @@ class TritonServer:
     proc: subprocess.Popen | None = field(default=None, init=False)
 
     def __post_init__(self):
-        self.repo = Path(self.repo).resolve()
-        if not self.repo.is_dir():
-            raise LtexportError(f"model repository {self.repo} does not exist; create it with `ltexport package`")
+        self.repo = check_repository(self.repo)
         self.install = self.install or require_triton()
         self.grpc_port = self.grpc_port or free_port(self.address)
         self.http_port = self.http_port or free_port(self.address)

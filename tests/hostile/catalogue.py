@@ -99,6 +99,11 @@ def _dead_owner_staging(i):
 
 
 CASES = [
+    # serve
+    Case("serve", "existing-foreign", "repo-is-a-file", lambda i: ["serve", i.file("repo", "x").name], ("is not a directory",)),
+    Case("serve", "corrupt", "repo-holds-no-model", lambda i: ["serve", _user_dir(i, "repo", "notes.txt")], ("holds no model",)),
+    Case("serve", "symlinked", "repo-dangling-link", lambda i: (os.symlink("gone", i.w / "repo"), ["serve", "repo"])[-1],
+         ("does not exist",)),
     # plan
     Case("plan", "unwritable", "read-only-dir", lambda i: [*PLAN, "--layers", "1", "-o", f"{_readonly_dir(i)}/p.json"],
          ("not writable",), unwritable=True),

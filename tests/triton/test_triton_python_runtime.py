@@ -78,7 +78,7 @@ def test_cli_errors(tmp_path):
     assert_one_line_error(result, "--max-sequences applies to --runtime python")
     (out / "build.json").unlink()
     result = run(main, ["package", str(out), "--triton", str(tmp_path / "repo"), "--runtime", "python"])
-    assert_one_line_error(result, "build.json is missing")
+    assert_one_line_error(result, "is not an ltexport build directory (no build.json)")
     assert not (tmp_path / "repo").exists()
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from triton_synth import HD, KV, SINK, WINDOW, make_build, parse_config
 
-from ltexport.build import read_build_info
+from ltexport.build_info import read_build_info
 from ltexport.errors import LtexportError
 from ltexport.generation import iter_tokens
 from ltexport.models.tokenizers import ByteTokenizer
