@@ -6,7 +6,7 @@ Layout (everything for one model lives under REPO/NAME and appears in one rename
     REPO/NAME/config.pbtxt
     REPO/NAME/README.md, ltexport.json   per-model notes and packaging record (Triton ignores files)
     REPO/NAME/N/model.onnx + external data                    onnxruntime builds
-    REPO/NAME/N/model.plan + libltexport_trt_plugin.so        TensorRT builds
+    REPO/NAME/N/model.plan + libltexport_trt_plugin.so        TensorRT and TensorRT-RTX builds
 
 The plugin sits in the version directory, not in REPO/plugins/: Triton treats every directory of
 the repository as a model and would fail to load a `plugins` "model".
@@ -31,7 +31,8 @@ from ltexport.staging import dir_mode
 from ltexport.triton.build_io import BuildIO, graph_tensors, load_model_proto, read_build, SEQUENCE_START
 from ltexport.triton.config import ServeOptions, model_config_text
 from ltexport.export.sequence_start import add_sequence_start
-from ltexport.triton.readme import PLUGIN_NAME, REPO_README_MARKER, model_readme, repo_readme
+from ltexport.export.contract import ENGINE_FILE, PLUGIN_LIBRARY, build_plugin_path
+from ltexport.triton.readme import REPO_README_MARKER, model_readme, repo_readme
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 MANIFEST = "ltexport.json"
@@ -108,9 +109,11 @@ def _plan_files(io: BuildIO, repo: Path, name: str, version: int, opts: ServeOpt
     files: dict = {}
     plugin_rel = None
     seq_start_added = False
-    if io.backend == "trt":
-        plugin = out / "plugins" / PLUGIN_NAME
-        if not plugin.is_file():
+    if io.is_engine:
+        plugin = build_plugin_path(out)
+        if io.engine is not None and not io.engine.get("plugin", True):
+            plugin = None  # built without the plugin: the lazy layers are plain TensorRT layers
+        elif not plugin.is_file():
             raise LtexportError(f"{plugin} is missing; a TensorRT build needs its plugin library, rebuild it")
         if io.seq_start is None and io.has_growing_caches:
             raise LtexportError(
@@ -118,9 +121,10 @@ def _plan_files(io: BuildIO, repo: Path, name: str, version: int, opts: ServeOpt
                 "reset its growing caches under Triton; rebuild the engine from a graph passed through "
                 "ltexport.triton.add_sequence_start"
             )
-        files[f"{version}/model.plan"] = out / "model.plan"
-        plugin_rel = f"{version}/{PLUGIN_NAME}"
-        files[plugin_rel] = plugin
+        files[f"{version}/model.plan"] = out / ENGINE_FILE
+        if plugin is not None:
+            plugin_rel = f"{version}/{PLUGIN_LIBRARY}"
+            files[plugin_rel] = plugin
         seq_start = io.seq_start
     else:
         model = load_model_proto(out / "model.onnx")

@@ -207,12 +207,13 @@ def build(request: dict) -> dict:
 
     calls = rec.parse_trace(logger.trace)
     plugin_layers = _plugin_layer_records(trt, network, calls)
+    round_trip = _round_trip(trt, plugin_layers, calls) if plugin else {}
     record = {
         "format": "ltexport-engine-record", "version": 1, "builder": builder_name(trt), "flavor": flavor,
         "file": engine_path.name, "bytes": serialized.nbytes, "build_seconds": round(seconds, 2),
         "compute_capabilities": request["compute_capabilities"], "plugin": plugin,
         "bindings": rec.bindings(network), "profiles": profiles, "plugin_layers": plugin_layers,
-        "plugin_calls": calls, "round_trip": _round_trip(trt, plugin_layers, calls) if plugin else {},
+        "plugin_calls": rec.parse_trace(logger.trace), "round_trip": round_trip,  # the trace now has the round trip too
         "deserialized": False, "layers": rec.layers(network, trt),
     }
     write_text_atomic(Path(request["record"]), json.dumps(record, indent=1) + "\n")

@@ -132,3 +132,59 @@ def engine_build_info(record: dict) -> dict:
         "layers": len(record["layers"]), "plugin_layers": [p["name"] for p in record["plugin_layers"]],
         "executed": False,
     }
+
+
+# ---------------------------------------------------------------- `ltexport inspect OUT`
+
+
+def _ranges(shapes: dict) -> list[str]:
+    """One line per distinct [min..max] range, naming the inputs that share it."""
+    groups: dict = {}
+    for name, (lo, opt, hi) in shapes.items():
+        groups.setdefault((tuple(lo), tuple(opt), tuple(hi)), []).append(name)
+    lines = []
+    for (lo, opt, hi), names in groups.items():
+        shown = ", ".join(names) if len(names) <= 3 else f"{names[0]} ... {names[-1]} ({len(names)} inputs)"
+        lines.append(f"    {shown}: {list(lo)}..{list(hi)} (opt {list(opt)})")
+    return lines
+
+
+def format_record(record: dict) -> str:
+    """The engine's layers, bindings and profiles, from the builder's record."""
+    targets = ", ".join(record["compute_capabilities"] or []) or "the GPU it was built on"
+    lines = [f"TensorRT engine {record['file']}: {record['bytes'] / 2**20:.1f} MiB, {record['builder']}, for {targets} "
+             f"(the builder's record of its network, {record['file']}.json: the engine itself is not deserialized "
+             "here; whether it ran is in the report above)"]
+    counts = layer_counts(record)
+    lines.append(f"layers: {len(record['layers'])} (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")")
+    if record["plugin"]:
+        lines.append(f"plugin layers (ltexport::SinkWindowAttention): {len(record['plugin_layers'])}")
+        for p in record["plugin_layers"]:
+            aliased = ", ".join(f"{o} -> {i}" for o, i in p["aliased"].items()) or "none"
+            lines.append(f"  {p['name']}: {p['metadata']}; configured for seq {', '.join(configured_seq_ranges(record, p['name']))}; "
+                         f"in place: {aliased}; runtime re-creation: {record['round_trip'].get(p['name'], 'not checked')}")
+    else:
+        lines.append("built without the plugin: the lazy layers are the graph's function body")
+    lines.append("bindings:")
+    for b in record["bindings"]:
+        lines.append(f"  {b['io']:<6} {b['name']:<28} {b['dtype']:<8} {b['shape']}"
+                     + (" (shape tensor)" if b["shape_tensor"] else ""))
+    lines.append("profiles:")
+    for p in record["profiles"]:
+        lines.append(f"  {p['name']}:")
+        lines += _ranges(p["shapes"])
+        lines += [f"    {name} values: {lo}..{hi}" for name, (lo, _, hi) in p["shape_values"].items()]
+    return "\n".join(lines)
+
+
+def read_record(path) -> dict:
+    import json
+    from pathlib import Path
+
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise LtexportError(f"cannot read {path} ({type(exc).__name__}); rebuild the engine with `ltexport build`") from None
+    if not isinstance(record, dict) or record.get("format") != "ltexport-engine-record":
+        raise LtexportError(f"{path} is not an ltexport engine record; rebuild the engine with `ltexport build`")
+    return record
