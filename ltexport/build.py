@@ -324,6 +324,7 @@ def _build_engine(stage: Path, plan: Plan, profile, timings: dict, config: Build
     import onnx
 
     from ltexport.backends import trt
+    from ltexport.backends.trt.record import plugin_cache_layers
 
     start = time.perf_counter()
     name = "TensorRT-RTX" if flavor == "trt-rtx" else "TensorRT"
@@ -334,6 +335,9 @@ def _build_engine(stage: Path, plan: Plan, profile, timings: dict, config: Build
                                             compute_capabilities=capabilities)
     graph = trt.with_sequence_start(onnx.load(str(stage / "model.onnx"), load_external_data=False))
     trt.check_against_graph(record, graph, "model.onnx's inputs and outputs (+ seq_start)")
+    if config.plugin and plugin_cache_layers(record) != sorted(plan.lazy_layers):
+        raise LtexportError(f"the engine's plugin layers read the caches of layers {plugin_cache_layers(record)}, "
+                            f"not the plan's lazy layers {sorted(plan.lazy_layers)}; rebuild the plugin")
     timings["engine"] = time.perf_counter() - start
     config.log(f"{name} engine built: {record['bytes'] / 2**20:.1f} MiB, {len(record['layers'])} layers, "
                f"{len(record['plugin_layers'])} plugin layers; its bindings match the ONNX graph"

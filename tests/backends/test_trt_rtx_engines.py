@@ -19,7 +19,8 @@ import onnx
 import pytest
 
 from ltexport.backends import trt
-from ltexport.backends.trt.record import binding_mismatches, configured_seq_ranges, layer_counts, read_record
+from ltexport.backends.trt.record import binding_mismatches, configured_seq_ranges, layer_counts, plugin_cache_layers
+from ltexport.backends.trt.record import read_record
 from ltexport.build import export_model
 from ltexport.export.contract import ENGINE_FILE, ENGINE_RECORD_FILE, PLUGIN_LIBRARY, build_plugin_path
 from ltexport.models.sources import resolve
@@ -143,6 +144,7 @@ def test_profiles_are_the_prefill_and_decode_ranges(engines, label):
 def test_plugin_layers_are_the_plans_lazy_layers_and_ran_their_build_interfaces(engines, label):
     out, plan, dtype, record = engines[label]
     assert layer_counts(record)["PLUGIN_V3"] == len(record["plugin_layers"]) == len(plan.lazy_layers)
+    assert plugin_cache_layers(record) == plan.lazy_layers  # each reads the ring of one lazy layer
     head_dim = plan.model["head_dim"]
     float_type = {"fp32": "float32", "fp16": "float16"}[dtype]
     for layer in record["plugin_layers"]:

@@ -131,7 +131,9 @@ def _plugin_layer_records(trt, network, calls: dict) -> list[dict]:
         build = layer.plugin.get_capability_interface(trt.PluginCapabilityType.BUILD)
         aliased = {OUTPUT_NAMES[int(c["output"])]: INPUT_NAMES[int(c["input"])]
                    for c in calls.get(layer.name, {}).get("getAliasedInput", []) if int(c["input"]) >= 0}
-        out.append({"name": layer.name, "metadata": build.metadata_string, "aliased": aliased})
+        past_key = layer.get_input(INPUT_NAMES.index("past_key"))
+        out.append({"name": layer.name, "metadata": build.metadata_string, "aliased": aliased,
+                    "past_key": past_key.name if past_key is not None else None})
     return out
 
 

@@ -114,6 +114,14 @@ def binding_mismatches(record: dict, model) -> list[str]:
     return problems
 
 
+def plugin_cache_layers(record: dict) -> list[int | None]:
+    """The model layer whose ring cache each plugin layer reads (from its past_key input), sorted."""
+    from ltexport.export.contract import PAST_RE
+
+    found = [PAST_RE.match(p.get("past_key") or "") for p in record["plugin_layers"]]
+    return sorted(int(m.group(1)) if m else -1 for m in found)
+
+
 def check_against_graph(record: dict, model, what: str) -> None:
     """Raise unless the engine's bindings are the graph's I/O (`model`: the graph the engine was built from)."""
     problems = binding_mismatches(record, model)
