@@ -19,7 +19,9 @@ from pathlib import Path
 
 from ltexport.backends.trt._tensorrt import TRT, TRT_RTX, import_tensorrt
 from ltexport.backends.trt.plugin import copy_plugin_to_build, find_plugin_library
+from ltexport.backends.trt.graph import with_sequence_start
 from ltexport.backends.trt.profiles import Profiles
+from ltexport.backends.trt.record import check_against_graph, plugin_cache_layers
 from ltexport.errors import LtexportError
 from ltexport.export.contract import ENGINE_FILE, MODEL_FILE
 
@@ -122,10 +124,21 @@ def build_engine_for_build_dir(out_dir, plan, *, flavor: str = TRT, plugin_libra
                                profile: Profiles | None = None, compute_capabilities=None) -> dict:
     """`ltexport build --backend trt|trt-rtx`: OUT/model.onnx -> OUT/model.plan (with `seq_start`, so the engine is
     servable by Triton) + OUT/model.plan.json, built with the build's own copy of the plugin,
-    OUT/plugins/libltexport_trt_plugin.so. profile default: ranges sized for the validation run."""
+    OUT/plugins/libltexport_trt_plugin.so. profile default: ranges sized for the validation run.
+
+    Checks that the engine's bindings are the graph's I/O (+ seq_start) and that its plugin layers read the
+    caches of the plan's lazy layers."""
+    import onnx
+
     import_tensorrt(flavor)
     out_dir = Path(out_dir)
     library = copy_plugin_to_build(find_plugin_library(plugin_library), out_dir) if plugin else None
     profile = profile or Profiles.for_validation(plan.sink, plan.window)
-    return build_engine(out_dir / MODEL_FILE, out_dir / ENGINE_FILE, flavor=flavor, plugin_library=library,
-                        plugin=plugin, profile=profile, compute_capabilities=compute_capabilities, sequence_start=True)
+    record = build_engine(out_dir / MODEL_FILE, out_dir / ENGINE_FILE, flavor=flavor, plugin_library=library,
+                          plugin=plugin, profile=profile, compute_capabilities=compute_capabilities, sequence_start=True)
+    graph = with_sequence_start(onnx.load(str(out_dir / MODEL_FILE), load_external_data=False))
+    check_against_graph(record, graph, f"{MODEL_FILE}'s inputs and outputs (+ seq_start)")
+    if plugin and plugin_cache_layers(record) != sorted(plan.lazy_layers):
+        raise LtexportError(f"the engine's plugin layers read the caches of layers {plugin_cache_layers(record)}, "
+                            f"not the plan's lazy layers {sorted(plan.lazy_layers)}; rebuild the plugin")
+    return record
