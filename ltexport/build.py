@@ -20,6 +20,9 @@ from ltexport.outputs import check_output_dir, writable_dir
 from ltexport.plan.schema import Plan, load_plan, save_plan
 from ltexport.staging import staged_dir
 from ltexport.validate.compare import Tolerance, greedy_passed
+from ltexport.validate.report import engine_report
+
+ENGINE_BACKENDS = ("trt", "trt-rtx")  # TensorRT proper (builds and validates on a GPU), TensorRT for RTX (builds only)
 
 
 @dataclass
@@ -39,6 +42,8 @@ class BuildConfig:
     max_batch: int | None = None
     max_prompt: int | None = None
     max_context: int | None = None
+    compute_capabilities: str | None = None  # trt-rtx: "80,86,89,120" (default: DEFAULT_COMPUTE_CAPABILITIES)
+    plugin: bool = True  # TensorRT: the plugin for the lazy layers, or (False) the graph's function body
     log: object = field(default=print, repr=False)
 
 
@@ -47,8 +52,9 @@ def choose_backend(requested: str, log) -> str:
     from ltexport.backends import trt
     from ltexport.env import backend_status
 
-    if requested == "trt" and not trt.is_available():
-        raise LtexportError(f"--backend trt needs TensorRT, which is not importable here: {trt.INSTALL_HINT}")
+    if requested in ENGINE_BACKENDS and not trt.is_available(requested):
+        raise LtexportError(f"--backend {requested} needs TensorRT{'-RTX' if requested == 'trt-rtx' else ''}, which is "
+                            f"not importable here: {trt.install_hint(requested)}")
     if requested == "auto":
         status = backend_status("trt")
         if status.usable:
@@ -78,7 +84,9 @@ def build(config: BuildConfig) -> dict:
     backend = choose_backend(config.backend, config.log)
     if backend == "ort" and config.dtype == "bf16":
         raise LtexportError("ONNX Runtime on CPU has no bfloat16 kernels (Mul, MatMul, ...); use --dtype fp32 or fp16 here, bf16 with --backend trt on a GPU machine")
-    profile = engine_profile(config, plan, source.spec()) if backend == "trt" else _no_profile(config)
+    engine = backend in ENGINE_BACKENDS
+    profile = engine_profile(config, plan, source.spec()) if engine else _no_profile(config)
+    capabilities = _engine_options(config, backend)
     scope = _preflight(source, plan, config)
     timings = {}
     with staged_dir(config.out, MARKER, config.keep_failed, log=config.log) as stage:
@@ -88,15 +96,18 @@ def build(config: BuildConfig) -> dict:
         timings["export"] = time.perf_counter() - start
         save_plan(plan, stage / "plan.json")
         _save_tokenizer(source, stage)
-        write_build_info(stage, _build_info(source, config, backend, scope, profile))
         if scope.prefix:
             _export_prefix(source, plan, config.dtype, scope.layers, stage, timings, config.log)
-        if backend == "trt":
-            _build_engine(stage, plan, profile, timings, config.log)
-            if scope.prefix:
-                _build_engine(*_validated_graph(stage, plan, scope), profile, timings, config.log)
-        report = run_validation(stage, source, plan, backend, config.dtype, tol, config.decode_steps, scope,
-                                timings, config.log)
+        record = None
+        if engine:
+            record = _build_engine(stage, plan, profile, timings, config, backend, capabilities)
+            if scope.prefix and backend == "trt":  # validation runs the engine: build one for the prefix too
+                _build_engine(*_validated_graph(stage, plan, scope), profile, timings, config, backend, capabilities)
+        info = _build_info(source, config, backend, scope, profile, record)
+        write_build_info(stage, info)
+        # TensorRT-RTX builds without a GPU: what is validated is the ONNX graph, on ONNX Runtime.
+        report = run_validation(stage, source, plan, "ort" if backend == "trt-rtx" else backend, config.dtype, tol,
+                                config.decode_steps, scope, timings, config.log, engine=info.get("engine"))
         if report["status"] != "pass":
             kept = f"; the failed build is in {config.keep_failed}" if config.keep_failed else "; pass --keep-failed DIR to inspect it"
             raise LtexportError(f"validation failed ({_failed_checks(report)}){kept}")
@@ -126,6 +137,20 @@ def _no_profile(config: BuildConfig) -> None:
     if any(v is not None for v in (config.max_batch, config.max_prompt, config.max_context)):
         config.log("note: --max-batch/--max-prompt/--max-context size TensorRT engines; ONNX Runtime ignores them")
     return None
+
+
+def _engine_options(config: BuildConfig, backend: str):
+    """The TensorRT-RTX compute capabilities (checked before anything is exported), or None."""
+    from ltexport.backends import trt
+
+    if backend not in ENGINE_BACKENDS:
+        if config.compute_capabilities:
+            raise LtexportError("--compute-capability is for --backend trt-rtx; drop it or choose that backend")
+        if not config.plugin:
+            config.log("note: --no-plugin selects how TensorRT builds the lazy layers; ONNX Runtime always runs the "
+                       "graph's function body")
+        return None
+    return trt.compute_capabilities_for(config.compute_capabilities, backend)
 
 
 def export_model(source: ModelSource, plan: Plan, dtype: str, out_dir: Path) -> Path:
@@ -188,12 +213,19 @@ def validate_existing(out: Path, backend: str | None = None, decode_steps: int =
     """Re-run validation of a finished build (rewrites its report), in the scope it was built with.
 
     The model is loaded as the build loaded it; a build made with trust_remote_code needs the
-    caller's consent again (`trust_remote_code=True`) before the model's own code runs here."""
+    caller's consent again (`trust_remote_code=True`) before the model's own code runs here.
+    Validating an engine runs it, which needs a GPU (one line says so where there is none)."""
     from ltexport.validate.report import report_paths
     from ltexport.validate.scope import VALIDATION_DIR, Scope
 
     out = Path(out)
     info = load_build(out)
+    backend = backend or info["backend"]
+    if backend in ENGINE_BACKENDS:
+        from ltexport.backends import trt
+
+        choose_backend(backend, log)
+        trt.require_gpu(backend)
     if not writable_dir(out) or (info.get("validation_layers") and not writable_dir(out / VALIDATION_DIR)):
         raise LtexportError(f"{out} is read-only: validation rewrites its report; fix its permissions or copy the build")
     built_trusting = bool(info.get("trust_remote_code", False))
@@ -203,20 +235,19 @@ def validate_existing(out: Path, backend: str | None = None, decode_steps: int =
     source = resolve(info["model"], trust_remote_code=built_trusting)
     plan = load_plan(out / "plan.json")
     plan.check_against(source.spec())
-    backend = backend or info["backend"]
-    if backend == "trt":
-        choose_backend("trt", log)
     tol = tolerance(source.defaults, info["dtype"], atol, rtol)
     _check_decode_steps(source.spec(), plan, decode_steps)
     previous = _previous_scope(out).get("reason")
     scope = Scope(info.get("validation_layers"), f"as built: {previous}" if previous else "as built")
-    report = run_validation(out, source, plan, backend, info["dtype"], tol, decode_steps, scope, {}, log)
+    engine = info.get("engine") if info["backend"] == "trt-rtx" else None
+    report = run_validation(out, source, plan, backend, info["dtype"], tol, decode_steps, scope, {}, log, engine)
     record_files(out, report_paths(out, _validated_graph(out, plan, scope)[0]))
     return report
 
 
 def run_validation(out_dir: Path, source: ModelSource, plan: Plan, backend: str, dtype: str, tol: Tolerance,
-                   decode_steps: int, scope, timings: dict, log) -> dict:
+                   decode_steps: int, scope, timings: dict, log, engine: dict | None = None) -> dict:
+    """engine: build.json's record of an engine built but not run here (TensorRT-RTX), stated in the report."""
     from ltexport.hybrid.model import HybridModel
     from ltexport.hybrid.step import TorchStep
     from ltexport.validate.compare import compare_backend
@@ -238,6 +269,8 @@ def run_validation(out_dir: Path, source: ModelSource, plan: Plan, backend: str,
     drift = quality_drift(original, prompt, comparison.reference_tokens, comparison.reference_logits)
     scope_info.update(prompt_tokens=len(prompt), prompt=prompt_kind, decode_steps=decode_steps)
     report = make_report(comparison, backend=backend, dtype=dtype, drift=drift, timings=timings, scope=scope_info)
+    if engine and not engine.get("executed", True):
+        report["engine"] = engine_report(engine)
     if scope_info.get("weights_identical_to_model_onnx") is False:
         report["status"] = "fail"
     write_report(out_dir, report, comparison, polygraphy_dir=graph_dir)
@@ -290,10 +323,10 @@ def _prompt_length(spec, plan: Plan, decode_steps: int) -> int:
 
 
 def _backend_runner(out_dir: Path, backend: str):
-    if backend == "trt":
+    if backend in ENGINE_BACKENDS:
         from ltexport.backends.trt.runner import trt_runner
 
-        return trt_runner(out_dir)
+        return trt_runner(out_dir, flavor=backend)
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
     from ltexport.backends.ort.session import make_session
@@ -301,14 +334,22 @@ def _backend_runner(out_dir: Path, backend: str):
     return OnnxrtRunner(lambda: make_session(out_dir / "model.onnx"), name="onnxruntime")
 
 
-def _build_engine(stage: Path, plan: Plan, profile, timings: dict, log) -> None:
-    from ltexport.backends.trt.engine import build_engine_for_build_dir
+def _build_engine(stage: Path, plan: Plan, profile, timings: dict, config: BuildConfig, flavor: str, capabilities):
+    """Build OUT/model.plan (checked against the graph and the plan); returns the builder's record."""
+    from ltexport.backends import trt
 
     start = time.perf_counter()
-    log(f"building the TensorRT engine (batch <= {profile.max_batch}, prompt <= {profile.max_prompt}, "
-        f"context <= {profile.max_context}) ...")
-    build_engine_for_build_dir(stage, plan, profile=profile)
+    name = "TensorRT-RTX" if flavor == "trt-rtx" else "TensorRT"
+    targets = f", for {', '.join(capabilities)}" if capabilities else ""
+    config.log(f"building the {name} engine{' without the plugin' if not config.plugin else ''} (batch <= "
+               f"{profile.max_batch}, prompt <= {profile.max_prompt}, context <= {profile.max_context}{targets}) ...")
+    record = trt.build_engine_for_build_dir(stage, plan, flavor=flavor, plugin=config.plugin, profile=profile,
+                                            compute_capabilities=capabilities)
     timings["engine"] = time.perf_counter() - start
+    config.log(f"{name} engine built: {record['bytes'] / 2**20:.1f} MiB, {len(record['layers'])} layers, "
+               f"{len(record['plugin_layers'])} plugin layers; its bindings match the ONNX graph"
+               + ("; it has not been run (running it needs a GPU)" if flavor == "trt-rtx" else ""))
+    return record
 
 
 def _check_outputs(out: Path, keep_failed: Path | None) -> None:
@@ -338,13 +379,18 @@ def _tokenizer_kind(source: ModelSource) -> str:
     return "tokenizer" if source.has_tokenizer() else "none"
 
 
-def _build_info(source: ModelSource, config: BuildConfig, backend: str, scope, profile=None) -> dict:
+def _build_info(source: ModelSource, config: BuildConfig, backend: str, scope, profile=None, record=None) -> dict:
     info = new_build_info(model=config.model, source=source.describe(), backend=backend, dtype=config.dtype,
                           trust_remote_code=config.trust_remote_code, tokenizer=_tokenizer_kind(source),
                           validation_layers=scope.layers, max_positions=source.spec().max_positions or None)
     if profile is not None:
         info["engine"] = {"max_batch": profile.max_batch, "max_prompt": profile.max_prompt,
                           "max_context": profile.max_context}
+    if record is not None:
+        from ltexport.backends.trt.record import engine_build_info
+
+        info["engine"].update(engine_build_info(record))
+        info["engine"]["executed"] = backend == "trt"  # validation runs a TensorRT engine, never a TensorRT-RTX one
     return info
 
 

@@ -115,14 +115,12 @@ def _trt_status(cuda: dict) -> BackendStatus:
 
 
 def _trt_rtx_status() -> BackendStatus:
-    try:
-        import tensorrt_rtx_libs  # noqa: F401  (loads the libraries the bindings need)
-        import tensorrt_rtx_bindings  # noqa: F401
-    except Exception as exc:  # ImportError, or an OSError from the libraries
-        return BackendStatus("trt-rtx", False, f"TensorRT-RTX does not import ({type(exc).__name__}); "
-                                               "pip install 'ltexport[trt-rtx]'")
+    from ltexport.backends.trt import install_hint, is_available
+
+    if not is_available("trt-rtx"):
+        return BackendStatus("trt-rtx", False, f"TensorRT-RTX does not import here; {install_hint('trt-rtx')}")
     return BackendStatus("trt-rtx", True, "TensorRT-RTX imports: builds engines ahead of time without a GPU "
-                                          "(running them needs one)")
+                                          "(running them needs one); the ONNX graph is validated on ONNX Runtime")
 
 
 def probe(load_plugin: bool = True) -> dict:

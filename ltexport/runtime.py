@@ -88,11 +88,16 @@ def generate_text(out: Path, prompt: str, max_new_tokens: int, sampling: Samplin
 
 @contextmanager
 def open_step(out: Path, info: dict, backend: str, context: int):
-    """A step function over the build: ONNX Runtime on model.onnx, or the TensorRT engine model.plan."""
+    """A step function over the build: ONNX Runtime on model.onnx, or the TensorRT engine model.plan.
+
+    auto: the engine of a TensorRT build where TensorRT imports and a GPU is present, else ONNX Runtime."""
     from ltexport.backends import trt
 
     if backend == "auto":
-        backend = "trt" if info.get("backend") == "trt" and trt.is_available() else "ort"
+        usable = info.get("backend") == "trt" and trt.is_available() and trt.cuda_device_count() > 0
+        backend = "trt" if usable else "ort"
+    if backend == "trt-rtx":
+        trt.require_gpu(backend)
     if backend == "ort":
         from ltexport.backends.ort.session import OrtStep
 

@@ -72,7 +72,9 @@ for static in 0 1; do
     "$CXX" "${trt_flags[@]}" -DLTEXPORT_STATIC_REGISTRATION=$static -c "$src/sink_window_registration.cpp" \
         -o "$work/registration_$static.o"
 done
-echo "ok (static-registration and loadLibrary variants)"
+"$CXX" "${trt_flags[@]}" -DLTEXPORT_STATIC_REGISTRATION=0 -DLTEXPORT_TENSORRT_RTX=1 \
+    -c "$src/sink_window_registration.cpp" -o "$work/registration_rtx.o"
+echo "ok (static-registration, loadLibrary and TensorRT-RTX variants)"
 
 if [ "${LTEXPORT_CI_SKIP_HOST_TESTS:-0}" = 1 ]; then
     printf '\nci_check: OK (kernels + glue compile checks)\n'

@@ -1,11 +1,12 @@
-"""The library imports without TensorRT, CUDA or tritonclient."""
+"""The library imports without TensorRT (either flavour), CUDA or tritonclient."""
 
 import subprocess
 import sys
 
 SCRIPT = """
 import sys
-for name in ("tensorrt", "tritonclient", "tritonclient.grpc", "pycuda", "cuda"):
+for name in ("tensorrt", "tensorrt_rtx_libs", "tensorrt_rtx_bindings", "tritonclient", "tritonclient.grpc", "pycuda",
+             "cuda"):
     sys.modules[name] = None  # makes `import name` raise ImportError
 import importlib, pkgutil, ltexport, ltexport.cli
 for mod in pkgutil.walk_packages(ltexport.__path__, "ltexport."):

@@ -12,7 +12,7 @@ from ltexport.errors import LtexportError
 from ltexport.models.sources import DEFAULT_MODEL
 from ltexport.validate.report import verdict
 
-_BACKENDS = click.Choice(["auto", "ort", "trt"])
+_BACKENDS = click.Choice(["auto", "ort", "trt", "trt-rtx"])
 
 
 def _log(message: str) -> None:
@@ -45,13 +45,23 @@ def _finish(report: dict, out: Path) -> None:
               help="TensorRT engine: longest prompt in one call (default max(2048, sink + window + 64)).")
 @click.option("--max-context", type=click.IntRange(min=1),
               help="TensorRT engine: longest context, prompt plus generated tokens (default max(4096, max prompt + 1024)).")
+@click.option("--compute-capability", "compute_capability", metavar="80,86,89,120",
+              help="trt-rtx: the GPUs to build for, ahead of time (default 80,86,89,120; TensorRT-RTX knows 75, 80, "
+                   "86, 89, 120, 121).")
+@click.option("--plugin/--no-plugin", default=True, show_default=True,
+              help="TensorRT: run the lazy layers as the ltexport plugin, or build them from the graph's function "
+                   "body (a plugin-free engine).")
 def build_command(model_name, plan_path, output, backend, dtype, decode_steps, atol, rtol, keep_failed, trust_remote_code,
-                  validate_layers, max_batch, max_prompt, max_context):
-    """Export the hybrid to ONNX, compile it for the backend and validate it."""
+                  validate_layers, max_batch, max_prompt, max_context, compute_capability, plugin):
+    """Export the hybrid to ONNX, compile it for the backend and validate it.
+
+    trt-rtx builds a TensorRT-RTX engine without a GPU and validates the ONNX graph on ONNX Runtime: the engine
+    is built and checked against the graph's I/O, not run."""
     config = BuildConfig(model=model_name, plan_path=plan_path, out=output, backend=backend, dtype=dtype,
                          decode_steps=decode_steps, atol=atol, rtol=rtol, keep_failed=keep_failed,
                          trust_remote_code=trust_remote_code, validate_layers=validate_layers, max_batch=max_batch,
-                         max_prompt=max_prompt, max_context=max_context, log=_log)
+                         max_prompt=max_prompt, max_context=max_context, compute_capabilities=compute_capability,
+                         plugin=plugin, log=_log)
     report = build(config)
     _finish(report, output)
     click.echo(f"wrote {output}")
@@ -59,7 +69,8 @@ def build_command(model_name, plan_path, output, backend, dtype, decode_steps, a
 
 @main.command("validate")
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--backend", type=click.Choice(["ort", "trt"]), help="Default: the backend it was built for.")
+@click.option("--backend", type=click.Choice(["ort", "trt", "trt-rtx"]),
+              help="Default: the backend it was built for (an engine's validation runs it: GPU only).")
 @click.option("--decode-steps", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--atol", type=Finite(min=0))
 @click.option("--rtol", type=Finite(min=0))

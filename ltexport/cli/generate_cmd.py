@@ -18,7 +18,7 @@ from ltexport.runtime import generate_text
 @click.option("--top-p", type=Finite(0, 1, min_open=True), default=1.0, show_default=True)
 @click.option("--seed", type=Whole(min=0), default=0, show_default=True)
 @click.option("--raw", is_flag=True, help="Do not apply the tokenizer's chat template.")
-@click.option("--backend", type=click.Choice(["auto", "ort", "trt"]), default="auto", show_default=True,
+@click.option("--backend", type=click.Choice(["auto", "ort", "trt", "trt-rtx"]), default="auto", show_default=True,
               help="auto: the TensorRT engine of a TensorRT build where TensorRT imports, else ONNX Runtime.")
 @trust_remote_code_option
 def generate_command(out, prompt, max_new_tokens, temperature, top_p, seed, raw, backend, trust_remote_code):

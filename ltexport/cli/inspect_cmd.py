@@ -8,6 +8,7 @@ from ltexport.build_info import load_build
 from ltexport.cli import main
 from ltexport.cli.params import Whole
 from ltexport.outputs import check_output_file, is_png
+from ltexport.export.contract import ENGINE_RECORD_FILE
 from ltexport.plan.schema import load_plan
 from ltexport.plan.summary import format_summary, scores_png
 from ltexport.staging import write_bytes_atomic
@@ -30,6 +31,11 @@ def inspect_command(target, context, plot_path):
     if target.is_dir() and report.is_file():
         click.echo("")
         click.echo(report.read_text().rstrip())
+    if target.is_dir() and (target / ENGINE_RECORD_FILE).is_file():
+        from ltexport.backends.trt.record import read_record, format_record
+
+        click.echo("")
+        click.echo(format_record(read_record(target / ENGINE_RECORD_FILE)))
     if plot_path:
         write_bytes_atomic(plot_path, png)
         click.echo(f"wrote {plot_path}")

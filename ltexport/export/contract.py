@@ -10,6 +10,7 @@ Graph I/O: inputs `input_ids` [batch, seq] int64, `past_len` [batch] int64,
 """
 
 import re
+from pathlib import Path
 
 # ---------------------------------------------------------------- graph I/O
 INPUT_IDS = "input_ids"
@@ -68,7 +69,15 @@ PLUGIN_VERSION = "1"
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
 ENGINE_FILE = "model.plan"
-# The plugin library (static registration; what Triton, polygraphy --plugins and LD_PRELOAD load)
-# and where a build keeps its copy: OUT/plugins/libltexport_trt_plugin.so.
+# What the TensorRT builder saw (bindings, profiles, layers, the plugin's build-time calls), written
+# with the engine: `ltexport inspect` reads it where the engine cannot be deserialized (no GPU).
+ENGINE_RECORD_FILE = ENGINE_FILE + ".json"
+# The plugin library (static registration; what Triton, polygraphy --plugins and LD_PRELOAD load;
+# a TensorRT-RTX build's registers through getCreators) and where a build keeps its copy.
 PLUGIN_LIBRARY = "libltexport_trt_plugin.so"
 PLUGIN_DIR = "plugins"
+
+
+def build_plugin_path(build_dir) -> Path:
+    """The build's copy of the plugin library: OUT/plugins/libltexport_trt_plugin.so."""
+    return Path(build_dir) / PLUGIN_DIR / PLUGIN_LIBRARY

@@ -23,7 +23,7 @@ from ltexport.export.contract import DATA_FILE, DOMAIN, MODEL_FILE, OP_TYPE, io_
 from ltexport.hybrid.caches import empty_caches
 from ltexport.hybrid.model import HybridModel
 
-OPSET = 21  # the highest TensorRT 10.x parses; the sink+window function body needs >= 19
+OPSET = 21  # the highest TensorRT 10.x parses; the sink+window function body needs >= 15
 _WRAPPER_PREFIX = "hybrid."
 
 

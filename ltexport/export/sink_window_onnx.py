@@ -3,13 +3,20 @@
 The exported graph holds one plain `ltexport::SinkWindowAttention` node per lazy layer. TensorRT's
 ONNX parser looks its plugin up by op type, `plugin_version` and `plugin_namespace` (the engine
 builder strips the function body first, see backends/trt/graph.py); every
-other consumer (ONNX Runtime) runs the model-local function of the same domain/name, whose body
-(`make_function`) mirrors `ltexport.hybrid.sink_window` with standard ONNX ops only.
+other consumer (ONNX Runtime, or TensorRT without the plugin) runs the model-local function of the
+same domain/name, whose body (`make_function`) mirrors `ltexport.hybrid.sink_window` with standard
+ONNX ops only.
+
+The body has the nodes' attributes folded in as constants: TensorRT's parser (10.x and RTX) refuses
+Constants that reference function attributes and string Constants. All nodes of a graph share one
+sink/window/scale/prefill (a plan has one of each, and every layer's head_dim), so one folded
+function serves them all; finalize_model refuses a graph whose nodes disagree.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import onnx
 from onnx import TensorProto, helper
@@ -19,8 +26,8 @@ from ltexport.export.contract import DOMAIN, OP_TYPE, OP_VERSION, PLUGIN_NAMESPA
 
 INPUTS = ("query", "key", "value", "past_key", "past_value", "past_len")
 OUTPUTS = ("output", "present_key", "present_value")
-# the function body compares the `prefill` string (Equal on strings needs opset 19)
-MIN_OPSET, MAX_OPSET = 19, 21
+# the function body uses CastLike and Shape(start, end) (opset 15); TensorRT 10.x parses opset <= 21
+MIN_OPSET, MAX_OPSET = 15, 21
 MAX_IR_VERSION = 13  # ONNX Runtime 1.31 refuses newer IR (onnx 1.23's helper.make_model writes 14)
 
 _FLOAT_TYPES = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"]
@@ -118,13 +125,34 @@ class _Body:
         dims = [len(values)] if isinstance(value, list) else []
         return self("Constant", value=helper.make_tensor("v", dtype, dims, values))
 
-    def attr_const(self, field: str, attr: str, kind: int) -> str:
-        """Scalar Constant whose `field` (value_int, ...) references the function attribute `attr`."""
-        node = helper.make_node("Constant", [], [f"_{len(self.nodes)}_{attr}"])
-        node.attribute.append(helper.make_attribute_ref(field, kind))
-        node.attribute[0].ref_attr_name = attr  # make_attribute_ref names the referenced attr `field`
-        self.nodes.append(node)
-        return node.output[0]
+
+@dataclass(frozen=True)
+class FoldedAttributes:
+    """The node attributes the function body is specialised for."""
+
+    sink: int
+    window: int
+    scale: float  # the float32 value of the node attribute
+    prefill: str  # "dense" | "streaming"
+
+
+def _node_attributes(node) -> FoldedAttributes:
+    values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    try:
+        prefill = values["prefill"].decode() if isinstance(values["prefill"], bytes) else values["prefill"]
+        return FoldedAttributes(int(values["sink"]), int(values["window"]), float(values["scale"]), prefill)
+    except KeyError as exc:
+        raise LtexportError(f"{OP_TYPE} node {node.name!r} has no {exc.args[0]!r} attribute; re-export the model") from None
+
+
+def shared_attributes(model: onnx.ModelProto) -> FoldedAttributes | None:
+    """The attributes every SinkWindowAttention node of `model` has (None: no such node)."""
+    found = {_node_attributes(n) for n in model.graph.node if (n.domain, n.op_type) == (DOMAIN, OP_TYPE)}
+    if len(found) > 1:
+        shown = ", ".join(sorted(f"sink={a.sink} window={a.window} scale={a.scale} prefill={a.prefill}" for a in found))
+        raise LtexportError(f"the {OP_TYPE} nodes disagree ({shown}); one graph takes one sink/window/prefill "
+                            "and head_dim (its function body has them folded in): export one plan per graph")
+    return next(iter(found), None)
 
 
 def _slot_positions(b: _Body, length: str, slot: str, sink: str, window: str, one: str):
@@ -178,19 +206,18 @@ def _attend(b: _Body, query: str, keys: str, values: str, allowed: str, scale: s
     return b("Reshape", out5, b("Shape", query))
 
 
-def make_function(opset: int = MAX_OPSET) -> onnx.FunctionProto:
-    """Model-local function `ltexport::SinkWindowAttention` in standard ONNX ops (opset 19..21)."""
+def make_function(attrs: FoldedAttributes, opset: int = MAX_OPSET) -> onnx.FunctionProto:
+    """Model-local function `ltexport::SinkWindowAttention` in standard ONNX ops (opset 15..21), for nodes
+    with the attributes `attrs` (folded in as constants; the attributes stay declared so nodes may carry them)."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise LtexportError(
             f"SinkWindowAttention needs ONNX opset {MIN_OPSET}..{MAX_OPSET}, got {opset}; "
             f"export with opset_version={MAX_OPSET}"
         )
     b = _Body()
-    sink = b.attr_const("value_int", "sink", onnx.AttributeProto.INT)
-    window = b.attr_const("value_int", "window", onnx.AttributeProto.INT)
-    scale = b.attr_const("value_float", "scale", onnx.AttributeProto.FLOAT)
-    mode = b.attr_const("value_string", "prefill", onnx.AttributeProto.STRING)
-    dense = b("Equal", mode, b.const("dense", TensorProto.STRING))
+    sink, window = b.const(attrs.sink), b.const(attrs.window)
+    scale = b.const(attrs.scale, TensorProto.FLOAT)
+    dense = b.const(attrs.prefill == "dense", TensorProto.BOOL)
     allowed, src, ring = _mask_and_source(b, "past_len", "query", sink, window, dense)
     keys = b("Concat", "past_key", "key", axis=2)  # [B,Hkv,S+W+T,D]
     values = b("Concat", "past_value", "value", axis=2)
@@ -232,8 +259,9 @@ def finalize_model(model: onnx.ModelProto, *, check: bool = True) -> onnx.ModelP
             f"pass opset_version={MAX_OPSET} to torch.onnx.export"
         )
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
-    if not any(f.domain == DOMAIN and f.name == OP_TYPE for f in model.functions):
-        model.functions.append(make_function(opset))
+    attrs = shared_attributes(model)
+    if attrs is not None and not any(f.domain == DOMAIN and f.name == OP_TYPE for f in model.functions):
+        model.functions.append(make_function(attrs, opset))
     if _opset(model, DOMAIN) is None:
         model.opset_import.append(helper.make_opsetid(DOMAIN, OP_VERSION))
     if check:

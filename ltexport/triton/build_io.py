@@ -8,7 +8,6 @@ leaves them symbolic.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from ltexport.errors import LtexportError
 from ltexport.export.contract import INPUT_IDS, LOGITS, PAST_LEN, PAST_RE as _PAST_RE, PRESENT_LEN, PRESENT_RE as _PRESENT_RE
 from ltexport.export.contract import SEQ_START as SEQUENCE_START
 from ltexport.plan.schema import load_plan
+
+ENGINE_BACKENDS = ("trt", "trt-rtx")
 
 # ONNX TensorProto element type -> (Triton data type, bytes per element)
 _ONNX_TYPES = {
@@ -93,7 +94,7 @@ class BuildIO:
     """Everything the packager needs to know about one build directory."""
 
     build_dir: Path
-    backend: str  # "ort" | "trt"
+    backend: str  # "ort" | "trt" | "trt-rtx"
     dtype: str
     sink: int
     window: int
@@ -103,13 +104,19 @@ class BuildIO:
     past_len: Tensor
     present_len: Tensor
     logits: Tensor
-    seq_start: Tensor | None  # present when the graph already has the Triton control input
+    seq_start: Tensor | None  # present when the graph (or the engine built from it) has the Triton control input
     caches: tuple  # CacheState, ordered by layer then key/value
     opset: int
+    engine: dict | None = None  # build.json's record of a TensorRT engine (bindings, builder, ...), if any
 
     @property
     def has_growing_caches(self) -> bool:
         return any(c.growing for c in self.caches)
+
+    @property
+    def is_engine(self) -> bool:
+        """A TensorRT (or TensorRT-RTX) engine build: Triton's tensorrt_plan platform serves model.plan."""
+        return self.backend in ENGINE_BACKENDS
 
 
 def _dims(value_info) -> tuple:
@@ -177,16 +184,18 @@ def read_build(build_dir: Path | str) -> BuildIO:
         raise LtexportError(
             f"{build_dir}/report.json has status {status!r}, not 'pass'; fix the build (see report.md) before packaging"
         )
-    backend = report.get("backend")
-    if backend not in ("ort", "trt"):
-        raise LtexportError(f"{build_dir}/report.json has backend {backend!r}; expected 'ort' or 'trt', rebuild it")
+    info = _read_json(build_dir / "build.json", "build with `ltexport build`") if (build_dir / "build.json").is_file() else {}
+    # build.json says what was built (a TensorRT-RTX build's report validated the ONNX graph on ONNX Runtime).
+    backend = info.get("backend", report.get("backend"))
+    if backend not in ("ort", *ENGINE_BACKENDS):
+        raise LtexportError(f"{build_dir} has backend {backend!r}; expected 'ort', 'trt' or 'trt-rtx', rebuild it")
 
     model_path = build_dir / "model.onnx"
     if not model_path.is_file():
         raise LtexportError(f"{model_path} is missing; rebuild with `ltexport build ... -o {build_dir}`")
-    if backend == "trt" and not (build_dir / "model.plan").is_file():
+    if backend in ENGINE_BACKENDS and not (build_dir / "model.plan").is_file():
         raise LtexportError(
-            f"{build_dir} is a TensorRT build without model.plan; rebuild it with `--backend trt` on a machine with TensorRT"
+            f"{build_dir} is a TensorRT build without model.plan; rebuild it with `--backend {backend}`"
         )
 
     sink, window, lazy, num_layers = plan.sink, plan.window, tuple(plan.lazy_layers), plan.num_layers
@@ -206,6 +215,9 @@ def read_build(build_dir: Path | str) -> BuildIO:
     present_len = need(outs, PRESENT_LEN, "output")
     logits = need(outs, LOGITS, "output")
     seq_start = ins.get(SEQUENCE_START)
+    engine = _engine_record(info, backend, model, build_dir) if backend in ENGINE_BACKENDS else None
+    if engine is not None and seq_start is None:
+        seq_start = _engine_tensor(engine, SEQUENCE_START)
     if past_len.rank != 1 or present_len.rank != 1 or past_len.elem_type != present_len.elem_type:
         raise LtexportError(
             f"{model_path}: past_len and present_len must both be [batch] tensors of one dtype; rebuild it"
@@ -276,4 +288,34 @@ def read_build(build_dir: Path | str) -> BuildIO:
         seq_start=seq_start,
         caches=tuple(caches),
         opset=opset,
+        engine=engine,
     )
+
+
+def _engine_record(info: dict, backend: str, model, build_dir: Path) -> dict | None:
+    """build.json's engine record, checked against the graph: the config is written from the graph's I/O, so it
+    matches the engine only if the engine's bindings are that I/O (plus the seq_start it was built with)."""
+    engine = info.get("engine") or {}
+    if "bindings" not in engine:
+        return None  # a build from before engines were recorded: the graph alone describes it
+    import onnx
+
+    from ltexport.backends.trt.graph import with_sequence_start
+    from ltexport.backends.trt.record import check_against_graph
+
+    graph = onnx.ModelProto()
+    graph.CopyFrom(model)
+    if SEQUENCE_START not in {i.name for i in graph.graph.input}:
+        with_sequence_start(graph)
+    check_against_graph(engine, graph, f"{build_dir}/model.onnx's inputs and outputs (+ seq_start)")
+    return engine
+
+
+def _engine_tensor(engine: dict, name: str) -> Tensor | None:
+    from ltexport.backends.trt.record import ONNX_DTYPES
+
+    elem = {v: k for k, v in ONNX_DTYPES.items()}
+    for b in engine["bindings"]:
+        if b["name"] == name:
+            return Tensor(name, elem[b["dtype"]], tuple(b["shape"]))
+    return None

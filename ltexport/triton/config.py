@@ -108,7 +108,7 @@ def state_entries(io: BuildIO) -> list[dict]:
 
 def model_config_text(io: BuildIO, name: str, opts: ServeOptions, seq_start: Tensor | None) -> str:
     """config.pbtxt for `io` served as model `name`. seq_start: the graph's control input, if any."""
-    if io.backend == "trt":
+    if io.is_engine:
         head = f"platform: {_q('tensorrt_plan')}\ndefault_model_filename: {_q('model.plan')}\n"
     else:
         head = f"backend: {_q('onnxruntime')}\ndefault_model_filename: {_q('model.onnx')}\n"

@@ -6,7 +6,7 @@ Layout (everything for one model lives under REPO/NAME and appears in one rename
     REPO/NAME/config.pbtxt
     REPO/NAME/README.md, ltexport.json   per-model notes and packaging record (Triton ignores files)
     REPO/NAME/N/model.onnx + external data                    onnxruntime builds
-    REPO/NAME/N/model.plan + libltexport_trt_plugin.so        TensorRT builds
+    REPO/NAME/N/model.plan + libltexport_trt_plugin.so        TensorRT and TensorRT-RTX builds
 
 With runtime="python" (Triton's python backend running ltexport, python_model.py) the version
 directory holds model.py, the build's own model.onnx + data and build.json, and for TensorRT builds
@@ -37,7 +37,8 @@ from ltexport.staging import new_stage
 from ltexport.triton.build_io import BuildIO, graph_tensors, load_model_proto, read_build, SEQUENCE_START
 from ltexport.triton.config import ServeOptions, model_config_text, python_model_config_text
 from ltexport.export.sequence_start import add_sequence_start
-from ltexport.triton.readme import PLUGIN_NAME, REPO_README_MARKER, model_readme, python_model_readme, repo_readme
+from ltexport.export.contract import ENGINE_FILE, PLUGIN_LIBRARY, build_plugin_path
+from ltexport.triton.readme import REPO_README_MARKER, model_readme, python_model_readme, repo_readme
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 MANIFEST = "ltexport.json"
@@ -88,11 +89,15 @@ def _check_version(version) -> int:
 
 
 def _trt_files(io: BuildIO, version: int) -> dict:
-    """The engine and its plugin library, for both runtimes."""
-    plugin = io.build_dir / "plugins" / PLUGIN_NAME
+    """The engine and, unless it was built without one, its plugin library; for both runtimes."""
+    files = {f"{version}/{ENGINE_FILE}": io.build_dir / ENGINE_FILE}
+    if io.engine is not None and not io.engine.get("plugin", True):
+        return files  # built without the plugin: the lazy layers are plain TensorRT layers
+    plugin = build_plugin_path(io.build_dir)
     if not plugin.is_file():
         raise LtexportError(f"{plugin} is missing; a TensorRT build needs its plugin library, rebuild it")
-    return {f"{version}/model.plan": io.build_dir / "model.plan", f"{version}/{PLUGIN_NAME}": plugin}
+    files[f"{version}/{PLUGIN_LIBRARY}"] = plugin
+    return files
 
 
 def _python_files(io: BuildIO, repo: Path, name: str, version: int, opts: ServeOptions) -> dict:
@@ -103,9 +108,9 @@ def _python_files(io: BuildIO, repo: Path, name: str, version: int, opts: ServeO
     for rel in external_data_files(load_model_proto(out / MODEL_FILE), out):
         files[f"{version}/{rel}"] = out / rel
     plugin = None
-    if io.backend == "trt":
+    if io.is_engine:
         files.update(_trt_files(io, version))
-        plugin = repo / name / f"{version}/{PLUGIN_NAME}"
+        plugin = repo / name / f"{version}/{PLUGIN_LIBRARY}" if f"{version}/{PLUGIN_LIBRARY}" in files else None
     files["config.pbtxt"] = python_model_config_text(io, name, opts).encode()
     files["README.md"] = python_model_readme(io, repo, name, version, opts, plugin).encode()
     return files
@@ -117,7 +122,7 @@ def _backend_files(io: BuildIO, repo: Path, name: str, version: int, opts: Serve
     files: dict = {}
     plugin = None
     seq_start_added = False
-    if io.backend == "trt":
+    if io.is_engine:
         if io.seq_start is None and io.has_growing_caches:
             raise LtexportError(
                 f"{out}/model.onnx has full-attention layers but no '{SEQUENCE_START}' input, so the engine cannot "
@@ -125,7 +130,7 @@ def _backend_files(io: BuildIO, repo: Path, name: str, version: int, opts: Serve
                 "ltexport.triton.add_sequence_start"
             )
         files.update(_trt_files(io, version))
-        plugin = repo / name / f"{version}/{PLUGIN_NAME}"
+        plugin = repo / name / f"{version}/{PLUGIN_LIBRARY}" if f"{version}/{PLUGIN_LIBRARY}" in files else None
         seq_start = io.seq_start
     else:
         model = load_model_proto(out / "model.onnx")
@@ -151,7 +156,7 @@ def _plan_files(io: BuildIO, repo: Path, name: str, version: int, opts: ServeOpt
     manifest = {
         "format": "ltexport-triton-package", "version": 1, "name": name, "model_version": version,
         "backend": io.backend, "runtime": runtime, "build_dir": str(io.build_dir),
-        "plugin": f"{version}/{PLUGIN_NAME}" if io.backend == "trt" else None,
+        "plugin": f"{version}/{PLUGIN_LIBRARY}" if f"{version}/{PLUGIN_LIBRARY}" in files else None,
     }
     files[MANIFEST] = (json.dumps(manifest, indent=2) + "\n").encode()
     return files

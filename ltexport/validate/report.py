@@ -39,6 +39,20 @@ def report_paths(out_dir: Path, polygraphy_dir: Path | None = None) -> list[Path
     return [out_dir / REPORT_JSON, out_dir / REPORT_MD, polygraphy_dir / POLYGRAPHY_INPUTS, polygraphy_dir / POLYGRAPHY_OUTPUTS]
 
 
+def engine_report(engine: dict) -> dict:
+    """What the report says about an engine that was built but not run (TensorRT-RTX without a GPU):
+    `engine` is build.json's record of it."""
+    return {
+        "builder": engine["builder"], "file": engine["file"], "bytes": engine["bytes"],
+        "compute_capabilities": engine["compute_capabilities"], "plugin": engine["plugin"],
+        "plugin_layers": len(engine["plugin_layers"]), "executed": False,
+        "checked": ["built and serialized by the real builder",
+                    "its bindings (names, dtypes, dims, the seq_start shape tensor) equal the ONNX graph's I/O",
+                    "its plugin layers are the graph's SinkWindowAttention nodes"],
+        "not_checked": "the engine has not run: none of its outputs was compared with anything",
+    }
+
+
 def write_report(out_dir: Path, report: dict, comparison=None, polygraphy_dir: Path | None = None) -> None:
     """polygraphy_dir: beside the graph that was compared (OUT, or OUT/validation for a prefix)."""
     write_text_atomic(out_dir / REPORT_JSON, json.dumps(report, indent=1) + "\n")
@@ -117,5 +131,17 @@ def format_markdown(report: dict) -> str:
         lines += ["", "## Quality cost of the conversion (information, not a gate)", "",
                   f"Hybrid vs the original full-attention model{' (both cut to the validated prefix)' if report['scope'].get('kind') == 'prefix' else ''} over {d['steps']} greedy steps: "
                   f"max logit difference {d['max_abs_logit_diff']:.3g}, top-1 agreement {d['top1_agreement']:.1%}."]
+    lines += _engine_lines(report.get("engine"))
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()), ""]
     return "\n".join(lines)
+
+
+def _engine_lines(engine: dict | None) -> list[str]:
+    if not engine:
+        return []
+    targets = ", ".join(engine["compute_capabilities"] or []) or "the local GPU"
+    return ["", "## TensorRT engine: built, NOT run", "",
+            f"`{engine['file']}` ({engine['bytes'] / 2**20:.1f} MiB, {engine['builder']}, for {targets}; "
+            f"{engine['plugin_layers']} plugin layers{'' if engine['plugin'] else ', built without the plugin'}). "
+            "The checks above are of the ONNX graph on ONNX Runtime, not of this engine. Checked for the engine: "
+            + "; ".join(engine["checked"]) + ". Not checked: " + engine["not_checked"] + "."]

@@ -8,6 +8,7 @@
 #include <sstream>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 using namespace nvinfer1;
 
@@ -31,6 +32,67 @@ int toKernelDtype(DataType t)
 void logError(std::string const& message) noexcept
 {
     pluginLog(ILogger::Severity::kERROR, message);
+}
+
+// A kVERBOSE trace line "call: key=value ..." per build-time call, so a builder's log shows what TensorRT asked
+// (ltexport's engine builder collects them as evidence that the interfaces ran over every profile).
+template <typename Describe>
+void traceCall(char const* call, Describe&& describe) noexcept
+{
+    try
+    {
+        pluginLog(ILogger::Severity::kVERBOSE, std::string(call) + ": " + describe());
+    }
+    catch (std::exception const&)
+    {
+        // a trace line is never worth failing a call
+    }
+}
+
+char const* dtypeName(DataType t)
+{
+    switch (t)
+    {
+    case DataType::kFLOAT: return "float32";
+    case DataType::kHALF: return "float16";
+    case DataType::kBF16: return "bfloat16";
+    case DataType::kINT64: return "int64";
+    default: return "other";
+    }
+}
+
+std::string range(int64_t lo, int64_t hi)
+{
+    return std::to_string(lo) + ".." + std::to_string(hi);
+}
+
+// The profile's ranges as TensorRT configured them: batch and seq come from query, the ring from past_key.
+std::string describeProfile(DynamicPluginTensorDesc const* in, DynamicPluginTensorDesc const* out)
+{
+    using P = SinkWindowAttentionPlugin;
+    DynamicPluginTensorDesc const& q = in[P::kQUERY];
+    bool linear = true;
+    for (int32_t i = 0; i < P::kNB_INPUTS; ++i)
+    {
+        linear = linear && in[i].desc.format == TensorFormat::kLINEAR;
+    }
+    for (int32_t i = 0; i < P::kNB_OUTPUTS; ++i)
+    {
+        linear = linear && out[i].desc.format == TensorFormat::kLINEAR && out[i].desc.type == q.desc.type;
+    }
+    std::ostringstream s;
+    s << "batch=" << range(q.min.d[0], q.max.d[0]) << " seq=" << range(q.min.d[2], q.max.d[2])
+      << " q_heads=" << q.max.d[1] << " kv_heads=" << in[P::kKEY].max.d[1] << " head_dim=" << q.max.d[3]
+      << " ring=" << in[P::kPAST_KEY].max.d[2] << " dtype=" << dtypeName(q.desc.type)
+      << " past_len=" << dtypeName(in[P::kPAST_LEN].desc.type) << " format=" << (linear ? "linear" : "other");
+    return s.str();
+}
+
+std::string describeConfig(SinkWindowConfig const& c)
+{
+    std::ostringstream s;
+    s << "sink=" << c.sink << " window=" << c.window << " scale=" << c.scale << " prefill=" << prefillName(c.prefillMode);
+    return s.str();
 }
 
 // Shape and dtype rules shared by build time (dims may be -1 = not known yet) and run time (all known).
@@ -175,14 +237,12 @@ int32_t validateDescs(char const* caller, Desc const* in, int32_t nbInputs, Desc
 }
 } // namespace
 
-SinkWindowAttentionPlugin::SinkWindowAttentionPlugin(SinkWindowConfig const& config)
+SinkWindowAttentionPlugin::SinkWindowAttentionPlugin(SinkWindowConfig const& config, std::string name)
     : mConfig(config)
+    , mName(std::move(name))
     , mPrefill(prefillName(config.prefillMode))
 {
-    std::ostringstream meta;
-    meta << "sink=" << config.sink << " window=" << config.window << " scale=" << config.scale
-         << " prefill=" << mPrefill;
-    mMetadata = meta.str();
+    mMetadata = describeConfig(config);
     mSerialFields = serializeConfig(mConfig, mPrefill);
     mSerialCollection.nbFields = static_cast<int32_t>(mSerialFields.size());
     mSerialCollection.fields = mSerialFields.data();
@@ -210,7 +270,7 @@ IPluginV3* SinkWindowAttentionPlugin::clone() noexcept
 {
     try
     {
-        return new SinkWindowAttentionPlugin(mConfig);
+        return new SinkWindowAttentionPlugin(mConfig, mName);
     }
     catch (std::exception const& e)
     {
@@ -348,7 +408,12 @@ bool SinkWindowAttentionPlugin::supportsFormatCombination(
 int32_t SinkWindowAttentionPlugin::configurePlugin(
     DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
-    return validateDescs("configurePlugin", in, nbInputs, out, nbOutputs, mConfig);
+    int32_t const status = validateDescs("configurePlugin", in, nbInputs, out, nbOutputs, mConfig);
+    if (status == 0)
+    {
+        traceCall("configurePlugin", [&] { return "node=" + mName + " " + describeProfile(in, out); });
+    }
+    return status;
 }
 
 size_t SinkWindowAttentionPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
@@ -367,9 +432,14 @@ size_t SinkWindowAttentionPlugin::getWorkspaceSize(DynamicPluginTensorDesc const
             return 0; // no decode (T == 1) call possible in this profile
         }
         // Sized for the largest batch of the profile: smaller batches need less (the kernel checks).
-        return lt_sink_window_workspace_size(toKernelDtype(inputs[kQUERY].desc.type), static_cast<int>(qMax.d[0]),
-            static_cast<int>(qMax.d[1]), static_cast<int>(inputs[kKEY].max.d[1]), mConfig.sink, mConfig.window,
-            static_cast<int>(qMax.d[3]));
+        size_t const bytes = lt_sink_window_workspace_size(toKernelDtype(inputs[kQUERY].desc.type),
+            static_cast<int>(qMax.d[0]), static_cast<int>(qMax.d[1]), static_cast<int>(inputs[kKEY].max.d[1]),
+            mConfig.sink, mConfig.window, static_cast<int>(qMax.d[3]));
+        traceCall("getWorkspaceSize", [&] {
+            return "node=" + mName + " seq=" + range(qMin.d[2], qMax.d[2]) + " batch_max=" + std::to_string(qMax.d[0])
+                + " bytes=" + std::to_string(bytes);
+        });
+        return bytes;
     }
     catch (std::exception const& e)
     {
@@ -387,12 +457,11 @@ char const* SinkWindowAttentionPlugin::getMetadataString() noexcept
 int32_t SinkWindowAttentionPlugin::getAliasedInput(int32_t outputIndex) noexcept
 {
     // The ring is updated in place: present_key/value live in the past_key/value buffers.
-    switch (outputIndex)
-    {
-    case kPRESENT_KEY: return kPAST_KEY;
-    case kPRESENT_VALUE: return kPAST_VALUE;
-    default: return -1;
-    }
+    int32_t const input = outputIndex == kPRESENT_KEY ? kPAST_KEY : outputIndex == kPRESENT_VALUE ? kPAST_VALUE : -1;
+    traceCall("getAliasedInput", [&] {
+        return "node=" + mName + " output=" + std::to_string(outputIndex) + " input=" + std::to_string(input);
+    });
+    return input;
 }
 #endif
 
@@ -470,16 +539,22 @@ IPluginV3* SinkWindowAttentionPlugin::attachToContext(IPluginResourceContext* /*
 
 PluginFieldCollection const* SinkWindowAttentionPlugin::getFieldsToSerialize() noexcept
 {
+    traceCall("getFieldsToSerialize", [&] { return "node=" + mName + " " + describeConfig(mConfig); });
     return &mSerialCollection;
 }
 
 IPluginV3* SinkWindowAttentionCreator::createPlugin(
-    AsciiChar const* name, PluginFieldCollection const* fc, TensorRTPhase /*phase*/) noexcept
+    AsciiChar const* name, PluginFieldCollection const* fc, TensorRTPhase phase) noexcept
 {
     try
     {
         // Build and runtime phases receive the same fields (node attributes / getFieldsToSerialize).
-        return new SinkWindowAttentionPlugin(parseFields(fc));
+        SinkWindowConfig const config = parseFields(fc);
+        traceCall("createPlugin", [&] {
+            return std::string("node=") + (name ? name : "?") + " phase="
+                + (phase == TensorRTPhase::kRUNTIME ? "runtime" : "build") + " " + describeConfig(config);
+        });
+        return new SinkWindowAttentionPlugin(config, name ? name : "");
     }
     catch (std::exception const& e)
     {

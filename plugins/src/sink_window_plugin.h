@@ -60,7 +60,8 @@ public:
         kNB_OUTPUTS
     };
 
-    explicit SinkWindowAttentionPlugin(SinkWindowConfig const& config);
+    // name: the layer's name (the ONNX node's, from the creator), shown in the build-time trace.
+    explicit SinkWindowAttentionPlugin(SinkWindowConfig const& config, std::string name = {});
     ~SinkWindowAttentionPlugin() override = default;
     // The serialised fields point into this object: copies would dangle (clone() builds a fresh one).
     SinkWindowAttentionPlugin(SinkWindowAttentionPlugin const&) = delete;
@@ -108,6 +109,7 @@ public:
 
 private:
     SinkWindowConfig mConfig;
+    std::string mName;
     std::string mPrefill;
     std::string mMetadata;
     std::vector<nvinfer1::PluginField> mSerialFields;

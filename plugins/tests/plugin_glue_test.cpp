@@ -22,7 +22,18 @@ using ltexport::SinkWindowAttentionPlugin;
 namespace
 {
 int gFailures = 0;
-std::string gLastLog;
+std::string gLastLog;          // the last warning or error
+std::vector<std::string> gTrace; // kVERBOSE lines: the build-time call trace
+
+bool traced(std::string const& needle)
+{
+    for (auto const& line : gTrace)
+    {
+        if (line.find(needle) != std::string::npos)
+            return true;
+    }
+    return false;
+}
 
 #define CHECK(cond)                                                                                                    \
     do                                                                                                                 \
@@ -308,7 +319,10 @@ void testBuildNegotiation()
     // configurePlugin: consistent shapes pass; a wrong ring length, GQA ratio or head_dim is refused.
     auto good = p.dynamicInputs();
     auto goodOut = p.dynamicOutputs();
+    gTrace.clear();
     CHECK(build->configurePlugin(good.data(), 6, goodOut.data(), 3) == 0);
+    CHECK(traced("configurePlugin: node=node0 batch=1..4 seq=1..8 q_heads=6 kv_heads=2 head_dim=16 ring=5 "
+                 "dtype=bfloat16 past_len=int64 format=linear"));
     auto wrongRing = Problem{4, 6, 2, 3, 16, 6, DataType::kBF16}.dynamicInputs();
     gLastLog.clear();
     CHECK(build->configurePlugin(wrongRing.data(), 6, goodOut.data(), 3) != 0);
@@ -465,8 +479,15 @@ int main()
 
 namespace ltexport
 {
-void pluginLog(ILogger::Severity, std::string const& message) noexcept
+void pluginLog(ILogger::Severity severity, std::string const& message) noexcept
 {
-    gLastLog = message;
+    if (severity == ILogger::Severity::kVERBOSE)
+    {
+        gTrace.push_back(message);
+    }
+    else
+    {
+        gLastLog = message;
+    }
 }
 } // namespace ltexport

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from ltexport.backends import trt as trt_backend
-from ltexport.backends.trt import Profiles, compute_profiles
+from ltexport.backends.trt import Profiles, build_worker, compute_profiles
 from ltexport.errors import LtexportError
 
 SINK, WINDOW = 4, 8
@@ -202,10 +202,10 @@ class _Network:
 def test_seq_start_gets_a_value_range_when_tensorrt_makes_it_a_shape_tensor():
     # Triton's seq_start sets a Slice start, so the parser makes it a shape-tensor input.
     network = _Network(_Tensor("input_ids", False), _Tensor("seq_start", True))
-    assert trt_backend.engine.shape_input_values(network, "m.onnx") == {"seq_start": ((0,), (0,), (1,))}
-    assert trt_backend.engine.shape_input_values(_Network(_Tensor("input_ids", False)), "m.onnx") == {}
+    assert build_worker.shape_input_values(network, "m.onnx") == {"seq_start": ((0,), (0,), (1,))}
+    assert build_worker.shape_input_values(_Network(_Tensor("input_ids", False)), "m.onnx") == {}
 
 
 def test_an_unknown_shape_tensor_input_is_refused():
     with pytest.raises(LtexportError, match=r"\['width'\].*re-export"):
-        trt_backend.engine.shape_input_values(_Network(_Tensor("width", True)), "m.onnx")
+        build_worker.shape_input_values(_Network(_Tensor("width", True)), "m.onnx")

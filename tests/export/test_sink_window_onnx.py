@@ -87,6 +87,12 @@ def test_one_plain_node_with_plugin_attributes_and_local_function():
     assert functions == [(swo.DOMAIN, swo.OP_TYPE)]
     body_domains = {n.domain for n in model.functions[0].node}
     assert body_domains == {""}, "the body must use standard ONNX ops only"
+    # What TensorRT's parser can import: attributes folded in, no attribute references, no strings.
+    assert not any(a.ref_attr_name for n in model.functions[0].node for a in n.attribute)
+    constants = [a.t for n in model.functions[0].node if n.op_type == "Constant" for a in n.attribute]
+    assert constants and all(t.data_type != onnx.TensorProto.STRING for t in constants)
+    assert list(model.functions[0].attribute) == ["sink", "window", "scale", "prefill", "plugin_namespace",
+                                                  "plugin_version"]
     opsets = {o.domain: o.version for o in model.opset_import}
     assert opsets[""] <= 21 and opsets[swo.DOMAIN] == swo.OP_VERSION
     assert model.ir_version <= 13
@@ -106,9 +112,23 @@ def test_finalize_is_idempotent_and_rejects_old_opsets():
     assert len(again.functions) == 1 and [o.domain for o in again.opset_import].count(swo.DOMAIN) == 1
     old = copy.deepcopy(model)
     del old.functions[:]
-    next(o for o in old.opset_import if o.domain == "").version = 18
+    next(o for o in old.opset_import if o.domain == "").version = 14
     with pytest.raises(LtexportError, match="opset_version=21"):
         swo.finalize_model(old)
+
+
+def test_body_runs_at_the_lowest_opset():
+    """Opset 15 (CastLike, Shape(start, end)) is enough: the checker passes and ONNX Runtime gives the same result."""
+    module, model, _ = exported(2, 3, 6, 2, "streaming")
+    low = copy.deepcopy(model)
+    del low.functions[:]
+    for o in low.opset_import:
+        if o.domain == "":
+            o.version = swo.MIN_OPSET
+    low = swo.finalize_model(low)
+    assert [o.version for o in low.functions[0].opset_import if o.domain == ""] == [swo.MIN_OPSET]
+    session = ort.InferenceSession(low.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert_same(session, module, inputs(2, 6, 2, 4, 5, past_len=(0, 9)))
 
 
 def test_shape_inference_sets_output_shapes():
@@ -204,7 +224,8 @@ class TwoLayers(torch.nn.Module):
         return out2, pk2, pv2
 
 
-def test_one_function_serves_nodes_with_different_attributes():
+def test_nodes_with_different_attributes_are_refused():
+    """The folded body fits one attribute set: a graph mixing two is refused, not silently run with one."""
     module = TwoLayers().eval()
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
     new, cache = {0: batch, 2: seq}, {0: batch}
@@ -212,12 +233,5 @@ def test_one_function_serves_nodes_with_different_attributes():
         module, tuple(inputs(2, 6, 2, 3, 3)), dynamo=True, opset_version=21, verbose=False,
         dynamic_shapes=(new, new, new, cache, cache, {0: batch}), custom_translation_table=swo.translation_table(),
     )  # fmt: skip
-    model = swo.finalize_model(program.model_proto)
-    nodes = [n for n in model.graph.node if n.op_type == swo.OP_TYPE]
-    attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes]
-    assert [(a["sink"], a["window"], a["prefill"]) for a in attrs] == [(1, 2, b"dense"), (0, 3, b"streaming")]
-    assert len(model.functions) == 1
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    with torch.no_grad():
-        for seq_len, past_len in [(5, (0, 4)), (1, (2, 9))]:
-            assert_same(session, module, inputs(2, 6, 2, seq_len, 3, past_len=past_len))
+    with pytest.raises(LtexportError, match="nodes disagree"):
+        swo.finalize_model(program.model_proto)

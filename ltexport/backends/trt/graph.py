@@ -3,7 +3,7 @@ model whose SinkWindowAttention nodes can only become the plugin (no tensorrt ne
 
 from __future__ import annotations
 
-from ltexport.export.contract import PLUGIN_NAME, PLUGIN_NAMESPACE
+from ltexport.export.contract import PLUGIN_NAME, PLUGIN_NAMESPACE, is_cache_input
 
 # Nodes a cache may pass through between the graph input and the custom node.
 _PASS_THROUGH = {"Identity", "Cast"}
@@ -74,3 +74,16 @@ def without_sink_window_functions(model):
     del stripped.functions[:]
     stripped.functions.extend(keep)
     return stripped
+
+
+def with_sequence_start(model):
+    """Add Triton's `seq_start` control input to `model` (in place; see ltexport/export/sequence_start.py).
+
+    Engines are built with it, since an engine cannot be changed later; the full layers' caches are the
+    ones it resets."""
+    from ltexport.export.sequence_start import add_sequence_start
+
+    lazy = lazy_cache_lengths(model)
+    growing = [i.name for i in model.graph.input if is_cache_input(i.name) and i.name not in lazy]
+    add_sequence_start(model, growing)
+    return model

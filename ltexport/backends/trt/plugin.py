@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 from pathlib import Path
 
-from ltexport.backends.trt._tensorrt import import_tensorrt
+from ltexport.backends.trt._tensorrt import TRT, import_tensorrt
 from ltexport.errors import LtexportError
-from ltexport.export.contract import PLUGIN_LIBRARY, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from ltexport.export.contract import PLUGIN_LIBRARY, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION, build_plugin_path
 
 PLUGIN_ENV = "LTEXPORT_TRT_PLUGIN"
 _REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -18,7 +19,10 @@ _loaded: dict[str, ctypes.CDLL] = {}  # keeps the libraries (and their registere
 
 
 def find_plugin_library(path: str | os.PathLike | None = None) -> Path:
-    """The plugin library: `path`, else $LTEXPORT_TRT_PLUGIN, else plugins/build/libltexport_trt_plugin.so."""
+    """The plugin library to build with: `path`, else $LTEXPORT_TRT_PLUGIN, else plugins/build/libltexport_trt_plugin.so.
+
+    Everything that uses a finished build (runner, validate, generate, package) loads the build's own copy
+    instead: build_plugin_library(OUT)."""
     candidates = [Path(path)] if path else ([Path(os.environ[PLUGIN_ENV])] if os.environ.get(PLUGIN_ENV) else [])
     candidates = candidates or list(_DEFAULT_LOCATIONS)
     for candidate in candidates:
@@ -28,6 +32,23 @@ def find_plugin_library(path: str | os.PathLike | None = None) -> Path:
         f"TensorRT plugin library not found ({', '.join(map(str, candidates))}); build it as described in "
         f"plugins/README.md or set {PLUGIN_ENV}=/path/to/libltexport_trt_plugin.so"
     )
+
+
+def copy_plugin_to_build(library: Path, out_dir) -> Path:
+    """Copy the plugin library into the build as OUT/plugins/libltexport_trt_plugin.so (whatever its source name)."""
+    target = build_plugin_path(out_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(library, target)
+    return target
+
+
+def build_plugin_library(out_dir) -> Path:
+    """The build's copy of the plugin library, which must exist."""
+    library = build_plugin_path(out_dir)
+    if not library.is_file():
+        raise LtexportError(f"{library} is missing: a TensorRT build keeps the plugin its engine was built with there; "
+                            "rebuild it with `ltexport build --backend trt|trt-rtx`")
+    return library
 
 
 def _find_creator(registry):
@@ -44,13 +65,14 @@ def _find_creator(registry):
     return None
 
 
-def load_plugin_library(path: str | os.PathLike | None = None) -> Path:
-    """Load the plugin library into this process and check that TensorRT can find the creator.
+def load_plugin_library(path: str | os.PathLike | None = None, flavor: str = TRT) -> Path:
+    """Load the plugin library into this process and check that TensorRT (of `flavor`) can find the creator.
 
-    Works with both builds: libltexport_trt_plugin.so registers itself when loaded (ctypes, like
-    polygraphy --plugins); libltexport_trt_plugin_dynamic.so is then handed to IPluginRegistry.load_library.
+    Works with every build: libltexport_trt_plugin.so for TensorRT registers itself when loaded (ctypes, like
+    polygraphy --plugins); a library that does not (libltexport_trt_plugin_dynamic.so, the TensorRT-RTX build)
+    is then handed to IPluginRegistry.load_library, which calls its getCreators.
     """
-    trt = import_tensorrt()
+    trt = import_tensorrt(flavor)
     library = find_plugin_library(path)
     key = str(library)
     registry = trt.get_plugin_registry()
