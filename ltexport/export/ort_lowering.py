@@ -251,7 +251,7 @@ def _shared_values(g: _Graph, hybrid) -> dict:
          "seqlens": g.op("Cast", g.op("Sub", present, g.const([1])), to=TensorProto.INT32),
          "total": g.op("Cast", g.op("ReduceMax", present, keepdims=0), to=TensorProto.INT32)}
     s["cos"], s["sin"] = _rope_tables(g, hybrid, dim)
-    s.update(_token_values(g, kv, T))
+    s.update(_token_values(g, kv, T), groups=heads // kv)
     if hybrid.plan.lazy_layers:
         s.update(_lazy_values(g, hybrid.plan, s, present))
     return s
@@ -270,7 +270,7 @@ def _token_values(g: _Graph, kv: int, T: str) -> dict:
     start = g.op("Unsqueeze", PAST_LEN, g.const([1]))  # [B,1]
     batch = g.op("Shape", INPUT_IDS, start=0, end=1)
     b_idx = g.op("Reshape", g.op("Range", zero, g.op("Squeeze", batch, g.const([0])), one), g.const([-1, 1, 1]))
-    return {"t_range": t_range, "start": start, "position_ids": g.op("Add", start, t_range),  # [B,T]
+    return {"t_range": t_range, "start": start, "position_ids": g.op("Add", start, t_range), "batch": batch,  # [B,T]
             "index_shape": g.op("Concat", batch, g.const([kv]), T, axis=0), "b_idx": b_idx,
             "h_idx": g.const(np.arange(kv).reshape(1, kv, 1)), "batch_t": g.op("Concat", batch, T, axis=0)}
 
@@ -301,11 +301,15 @@ def _cache_mask(g: _Graph, s: dict, window) -> tuple[str, str]:
 
 
 def _bias(g: _Graph, s: dict, cache_ok: str, new_ok: str, cache_len: str) -> str:
-    """Masks [B or 1, T or 1, C] and [B or 1, T, T] -> additive bias [B,1,1,T,C+T] (0 or -inf)."""
+    """Masks [B or 1, T or 1, C] and [B or 1, T, T] -> additive bias [B,1,G*T,C+T] (0 or -inf), rows
+    in the (query head in its group, token) order of the two-block attention's queries."""
     cache_ok = g.op("Expand", cache_ok, g.op("Concat", s["batch_t"], cache_len, axis=0))
     new_ok = g.op("Expand", new_ok, g.op("Concat", s["batch_t"], g.op("Shape", s["t_range"]), axis=0))
     bias = g.op("Where", g.op("Concat", cache_ok, new_ok, axis=2), g.const(0.0, np.float32), g.const(-math.inf, np.float32))
-    return g.op("Unsqueeze", bias, g.const([1, 2]))
+    keys = g.op("Shape", bias, start=2, end=3)
+    tiled = g.op("Expand", g.op("Unsqueeze", bias, g.const([1, 2])),
+                 g.op("Concat", s["batch"], g.const([1, s["groups"]]), s["T"], keys, axis=0))  # [B,1,G,T,C+T]
+    return g.op("Reshape", tiled, g.op("Concat", s["batch"], g.const([1, -1]), keys, axis=0))
 
 
 def _rope_tables(g: _Graph, hybrid, dim: int) -> tuple[str, str]:
@@ -381,19 +385,21 @@ def _two_block_attention(g: _Graph, hybrid, s: dict, i: int, q: str, k: str, v: 
     rope = dict(domain=_MS, interleaved=0)
     q = g.op("RotaryEmbedding", q, s["position_ids"], s["cos"], s["sin"], num_heads=heads, **rope)
     k = g.op("RotaryEmbedding", k, s["position_ids"], s["cos"], s["sin"], num_heads=kv, **rope)
-    q5 = g.op("Transpose", g.op("Reshape", q, g.const([0, 0, kv, heads // kv, dim])), perm=[0, 2, 3, 1, 4])  # [B,Hkv,G,T,D]
+    groups = heads // kv
+    q5 = g.op("Transpose", g.op("Reshape", q, g.const([0, 0, kv, groups, dim])), perm=[0, 2, 3, 1, 4])  # [B,Hkv,G,T,D]
+    q4 = g.op("Reshape", q5, g.const([0, 0, -1, dim]))  # [B,Hkv,G*T,D]: one GEMM per kv head reads its cache once
     k4 = g.op("Transpose", g.op("Reshape", k, g.const([0, 0, kv, dim])), perm=[0, 2, 1, 3])  # [B,Hkv,T,D]
     v4 = g.op("Transpose", g.op("Reshape", v, g.const([0, 0, kv, dim])), perm=[0, 2, 1, 3])
-    axis2 = g.const([2])
-    ring_k, ring_v = (g.op("Unsqueeze", f"{INPUT_PREFIX}.{i}.{n}", axis2) for n in ("key", "value"))  # [B,Hkv,1,ring,D]
-    new_k, new_v = g.op("Unsqueeze", k4, axis2), g.op("Unsqueeze", v4, axis2)
+    cache_k, cache_v = f"{INPUT_PREFIX}.{i}.key", f"{INPUT_PREFIX}.{i}.value"
+    new_k, new_v = k4, v4
     if f32:  # the op's contract: fp32 softmax and accumulation
-        q5, ring_k, ring_v, new_k, new_v = (g.op("Cast", t, to=TensorProto.FLOAT) for t in (q5, ring_k, ring_v, new_k, new_v))
-    scores = g.op("Concat", *(g.op("FusedMatMul", q5, keys, domain=_MS, transB=1, alpha=scale) for keys in (ring_k, new_k)), axis=-1)
-    probs = g.op("Softmax", g.op("Add", scores, bias), axis=-1)  # [B,Hkv,G,T,C+T]
+        q4, cache_k, cache_v, new_k, new_v = (g.op("Cast", t, to=TensorProto.FLOAT) for t in (q4, cache_k, cache_v, new_k, new_v))
+    scores = g.op("Concat", *(g.op("FusedMatMul", q4, keys, domain=_MS, transB=1, alpha=scale) for keys in (cache_k, new_k)), axis=-1)
+    probs = g.op("Softmax", g.op("Add", scores, bias), axis=-1)  # [B,Hkv,G*T,C+T]
     sizes = g.op("Concat", g.op("Shape", f"{INPUT_PREFIX}.{i}.key", start=2, end=3), s["T"], axis=0)
-    p_ring, p_new = g.op("Split", probs, sizes, axis=-1, outputs=2)
-    out = g.op("Add", g.op("MatMul", p_ring, ring_v), g.op("MatMul", p_new, new_v))  # [B,Hkv,G,T,D]
+    p_cache, p_new = g.op("Split", probs, sizes, axis=-1, outputs=2)
+    out = g.op("Add", g.op("MatMul", p_cache, cache_v), g.op("MatMul", p_new, new_v))  # [B,Hkv,G*T,D]
+    out = g.op("Reshape", out, g.const([0, 0, groups, -1, dim]))  # [B,Hkv,G,T,D]
     out = g.op("Reshape", g.op("Transpose", out, perm=[0, 3, 1, 2, 4]), g.const([0, 0, heads * dim]))
     if f32:
         out = g.op("CastLike", out, q)
