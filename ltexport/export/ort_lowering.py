@@ -418,3 +418,23 @@ def _write_caches(g: _Graph, writes: list, after: str) -> None:
             late[index] = g.op("Add", index, zero)
         for kind, update in (("key", k4), ("value", v4)):
             g.named("ScatterND", [f"{INPUT_PREFIX}.{i}.{kind}", late[index], update], f"{OUTPUT_PREFIX}.{i}.{kind}")
+
+
+def lower_for_build(source, plan, dtype: str, out_dir: Path, log=None) -> Path | None:
+    """Lower the build's model.onnx in out_dir (from the source's weightless skeleton); None, with a
+    note, when this model cannot be lowered (ONNX Runtime then runs model.onnx)."""
+    from ltexport.export.contract import MODEL_FILE
+    from ltexport.hybrid.model import HybridModel
+
+    hybrid = HybridModel(source.skeleton(dtype, plan.num_layers), plan).eval()
+    reason = lowering_blocker(hybrid)
+    if reason:
+        (log or _stderr)(f"note: no fast ONNX Runtime graph ({ORT_MODEL_FILE}) for this model: {reason}; ONNX Runtime runs model.onnx")
+        return None
+    return lower(hybrid, Path(out_dir) / MODEL_FILE)
+
+
+def _stderr(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr)

@@ -67,10 +67,11 @@ def reference_feeds(reference, prompt_ids: list[int], decode_steps: int):
 
 
 def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int, tol: Tolerance,
-                    greedy: bool = True) -> Comparison:
+                    greedy: bool = True, greedy_step=None) -> Comparison:
     """`runner`: a Polygraphy runner for the compiled graph; `reference`: a TorchStep.
 
-    greedy: also let the backend decode on its own caches (greedy_agreement), whatever the runner.
+    greedy: also let the backend decode on its own caches (greedy_agreement), whatever the runner;
+    through `greedy_step` when given (a step function, e.g. FastStep's in-place decode), else the runner.
     """
     from ltexport.validate.runner_step import RunnerStep
 
@@ -101,7 +102,7 @@ def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int,
             last = ref_out[LOGITS][0, -1]
             tokens.append(int(np.argmax(last)))
             logits.append(last.astype(np.float32))
-        agreement = greedy_agreement(step, prompt_ids, tokens, logits, tol) if greedy else {}
+        agreement = greedy_agreement(greedy_step or step, prompt_ids, tokens, logits, tol) if greedy else {}
     return Comparison(list(stats.values()), agreement, tokens, logits, first_results, first_feed)
 
 
