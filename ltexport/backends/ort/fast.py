@@ -38,6 +38,15 @@ class FastCaches:
     capacity: int
     values: list = None  # OrtValues over `arrays`
 
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.arrays[index]
+
+    def __iter__(self):
+        return iter(self.arrays)
+
 
 class FastStep:
     def __init__(self, model_path: Path, threads: int | None = None, rows_per_call: bool = True):
@@ -153,3 +162,13 @@ class FastStep:
     def _shape(self, info, lazy: bool, batch: int, capacity: int) -> tuple:
         _, heads, _, dim = info.shape
         return (batch, heads, self.ring + RING_SCRATCH if lazy else capacity, dim)
+
+
+def ort_step(build_dir: Path, threads: int | None = None):
+    """The step function ONNX Runtime runs for a build: FastStep on model.ort.onnx where the build
+    has it, else OrtStep on model.onnx (builds made before the fast graph existed)."""
+    from ltexport.backends.ort.session import OrtStep
+    from ltexport.export.contract import MODEL_FILE, ORT_MODEL_FILE
+
+    fast = Path(build_dir) / ORT_MODEL_FILE
+    return FastStep(fast, threads) if fast.is_file() else OrtStep(Path(build_dir) / MODEL_FILE, threads)
