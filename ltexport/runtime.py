@@ -60,7 +60,7 @@ def open_step(out: Path, info: dict, backend: str, context: int):
     if backend == "ort":
         from ltexport.backends.ort.fast import ort_step
 
-        yield ort_step(out)  # the fast graph, caches updated in place, where the build has one
+        yield ort_step(out, num_logits=1)  # the fast graph, caches updated in place, where the build has one
         return
     limit = info.get("engine", {}).get("max_context")
     if limit is not None and context > limit:

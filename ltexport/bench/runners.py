@@ -28,7 +28,8 @@ class OrtRunner:
         from ltexport.backends.ort.session import OrtStep
 
         fast = spec["onnx"].endswith(".ort.onnx")
-        self.step = (FastStep if fast else OrtStep)(spec["onnx"], threads=spec.get("threads"))
+        threads = spec.get("threads")
+        self.step = FastStep(spec["onnx"], threads, num_logits=1) if fast else OrtStep(spec["onnx"], threads)
         self.vocab = spec["vocab_size"]
         self.rng = np.random.default_rng(0)
         self.info = {"engine": "onnxruntime (fast graph, IOBinding)" if fast else "onnxruntime (model.onnx)"}

@@ -86,5 +86,5 @@ ORT_MODEL_FILE = "model.ort.onnx"
 ORT_GRAPH_KEY = "ltexport.ort_graph"  # model metadata: JSON {"version", "sink", "window", "lazy_layers", ...}
 CAPACITY_DIM = "capacity"
 RING_SCRATCH = 1
-# Optional input (an initializer with default 0 = every position): logits of the last N positions only.
+# Input [1] int64: logits of the last N positions only (0 = every position).
 NUM_LOGITS = "num_logits"

@@ -229,7 +229,6 @@ def _mlp(g: _Graph, w: _Weights, x: str, mlp, name: str) -> str:
 
 def _lm_head(g: _Graph, w: _Weights, hybrid, x: str, shared: dict) -> str:
     """Logits of the last `num_logits` positions (0 or more than the call's tokens: all of them)."""
-    g.initializers.append(numpy_helper.from_array(np.zeros(1, np.int64), NUM_LOGITS))
     keep = NUM_LOGITS
     use_all = g.op("Or", g.op("LessOrEqual", keep, g.const([0])), g.op("Greater", keep, shared["T"]))
     start = g.op("Where", use_all, g.const([0]), g.op("Sub", shared["T"], keep))

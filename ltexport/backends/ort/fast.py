@@ -23,7 +23,7 @@ import numpy as np
 from ltexport.backends.ort.session import make_session
 from ltexport.errors import LtexportError
 from ltexport.export.contract import (
-    INPUT_IDS, LOGITS, ORT_GRAPH_KEY, PAST_LEN, PRESENT_LEN, RING_SCRATCH, is_cache_input, present_name,
+    INPUT_IDS, LOGITS, NUM_LOGITS, ORT_GRAPH_KEY, PAST_LEN, PRESENT_LEN, RING_SCRATCH, is_cache_input, present_name,
 )
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -49,7 +49,9 @@ class FastCaches:
 
 
 class FastStep:
-    def __init__(self, model_path: Path, threads: int | None = None, rows_per_call: bool = True):
+    def __init__(self, model_path: Path, threads: int | None = None, num_logits: int = 0):
+        """num_logits: logits of the last N positions of each call only (0: all; 1 is all a decode
+        loop reads, and spares prefill the LM head over every prompt token)."""
         import onnxruntime as ort
 
         self._ort = ort
@@ -59,13 +61,16 @@ class FastStep:
             raise LtexportError(f"{model_path} is not an ltexport ONNX Runtime graph; rebuild it with `ltexport build`")
         self.meta = json.loads(props[ORT_GRAPH_KEY])
         self.cache_inputs = [i for i in self.session.get_inputs() if is_cache_input(i.name)]
+        self.vocab = self.session.get_outputs()[0].shape[-1]
         if self.cache_inputs[0].type not in _NP_TYPES:
             raise LtexportError(f"ONNX Runtime on CPU cannot run {self.cache_inputs[0].type} caches; build with --dtype fp32 or fp16")
         self.dtype = _NP_TYPES[self.cache_inputs[0].type]
         self.lazy = [int(i.name.split(".")[1]) in self.meta["lazy_layers"] for i in self.cache_inputs]
         self.ring = self.meta["sink"] + self.meta["window"]
         self.max_positions = self.meta["max_positions"]
-        self._binding = None  # (caches, batch) the IOBinding is bound to
+        self.num_logits = np.array([num_logits], dtype=np.int64)
+        self._binding = None  # (caches, IOBinding bound to them)
+        self._outputs = {}  # (batch, logit rows) -> pre-allocated (logits, present_len) buffers
 
     # ---------------------------------------------------------------- caches
 
@@ -111,8 +116,23 @@ class FastStep:
         io = self._bind(caches)
         io.bind_cpu_input(INPUT_IDS, ids)
         io.bind_cpu_input(PAST_LEN, past)
+        logits = self._bind_outputs(io, ids.shape)
         self.session.run_with_iobinding(io)
-        return io.get_outputs()[-2].numpy()  # outputs come back in binding order: caches, logits, present_len
+        return logits.copy()
+
+    def _bind_outputs(self, io, shape) -> np.ndarray:
+        """Logits and present_len into buffers kept per call shape (decode reuses one pair)."""
+        rows = shape[1] if not self.num_logits[0] else min(shape[1], int(self.num_logits[0]))
+        key = (shape[0], rows)
+        if key not in self._outputs:
+            logits = np.empty((shape[0], rows, self.vocab), self.dtype)
+            present = np.empty(shape[0], np.int64)
+            self._outputs[key] = (logits, self._ort.OrtValue.ortvalue_from_numpy(logits), present,
+                                  self._ort.OrtValue.ortvalue_from_numpy(present))
+        logits, logits_value, _, present_value = self._outputs[key]
+        io.bind_ortvalue_output(LOGITS, logits_value)
+        io.bind_ortvalue_output(PRESENT_LEN, present_value)
+        return logits
 
     def _by_row(self, ids, past, caches: FastCaches):
         rows = []
@@ -125,16 +145,12 @@ class FastStep:
     def _bind(self, caches: FastCaches):
         if self._binding is None or self._binding[0] is not caches:
             io = self.session.io_binding()
+            io.bind_cpu_input(NUM_LOGITS, self.num_logits)
             for info, value in zip(self.cache_inputs, caches.values):
                 io.bind_ortvalue_input(info.name, value)
+                io.bind_ortvalue_output(present_name(info.name), value)  # the present is the past, in place
             self._binding = (caches, io)
-        io = self._binding[1]
-        io.clear_binding_outputs()  # logits change shape: let ONNX Runtime allocate them on each run
-        for info, value in zip(self.cache_inputs, caches.values):
-            io.bind_ortvalue_output(present_name(info.name), value)  # the present is the past, in place
-        io.bind_output(LOGITS, "cpu")
-        io.bind_output(PRESENT_LEN, "cpu")
-        return io
+        return self._binding[1]
 
     def _ensure_capacity(self, caches: FastCaches, needed: int) -> None:
         if needed <= caches.capacity:
@@ -164,11 +180,11 @@ class FastStep:
         return (batch, heads, self.ring + RING_SCRATCH if lazy else capacity, dim)
 
 
-def ort_step(build_dir: Path, threads: int | None = None):
+def ort_step(build_dir: Path, threads: int | None = None, num_logits: int = 0):
     """The step function ONNX Runtime runs for a build: FastStep on model.ort.onnx where the build
     has it, else OrtStep on model.onnx (builds made before the fast graph existed)."""
     from ltexport.backends.ort.session import OrtStep
     from ltexport.export.contract import MODEL_FILE, ORT_MODEL_FILE
 
     fast = Path(build_dir) / ORT_MODEL_FILE
-    return FastStep(fast, threads) if fast.is_file() else OrtStep(Path(build_dir) / MODEL_FILE, threads)
+    return FastStep(fast, threads, num_logits) if fast.is_file() else OrtStep(Path(build_dir) / MODEL_FILE, threads)
