@@ -1,11 +1,11 @@
-"""The library imports without TensorRT, CUDA or tritonclient."""
+"""The library imports without TensorRT, CUDA, tritonclient or onnxruntime-genai."""
 
 import subprocess
 import sys
 
 SCRIPT = """
 import sys
-for name in ("tensorrt", "tritonclient", "tritonclient.grpc", "pycuda", "cuda"):
+for name in ("tensorrt", "tritonclient", "tritonclient.grpc", "pycuda", "cuda", "onnxruntime_genai"):
     sys.modules[name] = None  # makes `import name` raise ImportError
 import importlib, pkgutil, ltexport, ltexport.cli
 for mod in pkgutil.walk_packages(ltexport.__path__, "ltexport."):

@@ -103,30 +103,75 @@ def build_peers(source, plan, work: Path, threads: int | None = None, log=print)
                                           threads, log)}
 
 
+def genai_windows(model_dir: Path) -> dict[int, int]:
+    """{layer: local window} of a genai model's windowed GroupQueryAttention layers."""
+    import onnx
+
+    model = onnx.load(str(Path(model_dir) / "model.onnx"), load_external_data=False)
+    windows = {}
+    for node in model.graph.node:
+        if node.op_type == "GroupQueryAttention":
+            size = next((a.i for a in node.attribute if a.name == "local_window_size"), -1)
+            layer = int(node.name.split("layers.")[1].split("/")[0]) if "layers." in node.name else None
+            if size > 0 and layer is not None:
+                windows[layer] = size
+    return windows
+
+
 class GenaiGraphStep:
-    """A genai model's ONNX graph as a step function (ltexport's interface), run by ONNX Runtime
-    with growing caches: for scoring it in `ltexport eval` like any other variant."""
+    """A genai model's ONNX graph as a step function (ltexport's interface) for `ltexport eval`, run
+    by ONNX Runtime the way genai's runtime runs it: one static buffer of max_length slots per cache,
+    past and present at once (IOBinding); ORT's windowed GroupQueryAttention requires that. Batch
+    rows share one past length (its attention_mask has no other form here)."""
 
     def __init__(self, model_dir: Path, threads: int | None = None):
+        import onnxruntime as ort
+
         from ltexport.backends.ort.session import make_session
 
+        self._ort = ort
         self.session = make_session(Path(model_dir) / "model.onnx", threads)
-        self.cache_inputs = [i for i in self.session.get_inputs() if i.name.startswith("past_key_values")]
-        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.cache_inputs = [i.name for i in self.session.get_inputs() if i.name.startswith("past_key_values")]
         config = json.loads((Path(model_dir) / "genai_config.json").read_text())
-        self.head_dim = config["model"]["decoder"]["head_size"]
+        decoder = config["model"]["decoder"]
+        self.heads, self.head_dim = decoder["num_key_value_heads"], decoder["head_size"]
+        self.capacity = config["search"]["max_length"]
 
-    def empty_caches(self, batch: int):
+    def empty_caches(self, batch: int) -> list:
         import numpy as np
 
-        return [np.zeros((batch, i.shape[1], 0, self.head_dim), np.float32) for i in self.cache_inputs]
+        return _GenaiCaches([np.zeros((batch, self.heads, self.capacity, self.head_dim), np.float32)
+                             for _ in self.cache_inputs], self._ort)
 
     def __call__(self, input_ids, past_len, caches):
         import numpy as np
 
-        past = int(caches[0].shape[2])
         ids = np.asarray(input_ids, dtype=np.int64)
-        feed = {"input_ids": ids, "attention_mask": np.ones((ids.shape[0], past + ids.shape[1]), np.int64)}
-        feed.update({i.name: c for i, c in zip(self.cache_inputs, caches)})
-        logits, *presents = self.session.run(self.outputs, feed)
-        return logits, np.asarray(past_len) + ids.shape[1], presents
+        past = int(np.max(past_len))
+        if not isinstance(caches, _GenaiCaches):  # ltexport's flat [k0, v0, k1, ...] (transplanted): full caches
+            imported = self.empty_caches(ids.shape[0])
+            for name, dst in zip(self.cache_inputs, imported.arrays):  # genai orders all keys, then all values
+                _, layer, kind = name.split(".")
+                src = caches[2 * int(layer) + (kind == "value")]
+                dst[:, :, :src.shape[2]] = src
+            caches = imported
+        if past + ids.shape[1] > self.capacity:
+            raise LtexportError(f"{past + ids.shape[1]} tokens exceed the genai model's max_length {self.capacity}")
+        io = self.session.io_binding()
+        io.bind_cpu_input("input_ids", ids)
+        io.bind_cpu_input("attention_mask", np.ones((ids.shape[0], past + ids.shape[1]), np.int64))
+        for name, value in zip(self.cache_inputs, caches.values):
+            io.bind_ortvalue_input(name, value)
+            io.bind_ortvalue_output(name.replace("past_key_values", "present"), value)
+        io.bind_output("logits", "cpu")
+        self.session.run_with_iobinding(io)
+        return io.get_outputs()[-1].numpy(), np.asarray(past_len) + ids.shape[1], caches
+
+
+class _GenaiCaches:
+    def __init__(self, arrays, ort):
+        self.arrays = arrays
+        self.values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
+
+    def __getitem__(self, index):
+        return self.arrays[index]

@@ -78,6 +78,18 @@ def ort_variant(name: str, build_dir, plan: Plan, model_window: int | None = Non
     return Variant(name, plan, step, backend="ort", origin=str(build_dir), model_window=model_window)
 
 
+def genai_variant(name: str, model_dir, spec) -> Variant:
+    """An onnxruntime-genai model directory (its builder's output), run by ONNX Runtime. Its plan
+    only describes it: the layers its graph gives a local window are `lazy` with sink 0 and that
+    window, prefilled through its own step (it never gets transplanted rings)."""
+    from ltexport.bench.peers import GenaiGraphStep, genai_windows
+
+    windows = genai_windows(model_dir)
+    window = max(windows.values(), default=0)
+    plan = Plan(model=spec.plan_header(), sink=0, window=window or 1, lazy_layers=sorted(windows), prefill="streaming")
+    return Variant(name, plan, GenaiGraphStep(model_dir), backend="onnxruntime-genai", origin=str(model_dir))
+
+
 class SharedPrefill:
     """The original model's chunked prefill of one prompt, computed on first use."""
 
