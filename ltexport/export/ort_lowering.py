@@ -93,6 +93,8 @@ def lower(hybrid, portable: Path, out: Path | None = None) -> Path:
     if reason:
         raise LtexportError(f"cannot build the fast ONNX Runtime graph: {reason}; use model.onnx")
     out = Path(out or Path(portable).parent / ORT_MODEL_FILE)
+    if out.parent.resolve() != Path(portable).parent.resolve():
+        raise ValueError(f"{out} must sit beside {portable}: it reads that graph's weight file by relative path")
     weights = _Weights(onnx.load(str(portable), load_external_data=False), hybrid.source_names)
     g = _Graph()
     io = _graph_io(hybrid)

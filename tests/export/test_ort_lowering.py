@@ -1,7 +1,7 @@
 """The fast ONNX Runtime graph (model.ort.onnx) equals model.onnx and the PyTorch reference.
 
-Per tiny architecture: one export; the streaming model.onnx is the dense one with its nodes'
-`prefill` attribute switched (all that differs between the two exports). A 40-token prompt wraps
+Per tiny architecture: the session's export (tests/export/conftest.py) and the same graph with its
+nodes' `prefill` attribute switched (all that differs between a dense and a streaming export). A 40-token prompt wraps
 the sink 2 + window 14 ring within one call (tokens superseded in the same call go to the scratch
 slot), then 45 in-place decode steps wrap it again; a ragged batch decodes 40 steps with rows at
 different lengths, plus a multi-token call that FastStep splits by row.
@@ -19,40 +19,36 @@ from ltexport.backends.ort.fast import FastCaches, FastStep
 from ltexport.backends.ort.session import OrtStep
 from ltexport.errors import LtexportError
 from ltexport.export.contract import DATA_FILE, DOMAIN, OP_TYPE
-from ltexport.export.onnx_export import export_onnx
 from ltexport.export.ort_lowering import lower
 from ltexport.hybrid.model import HybridModel
 from ltexport.hybrid.step import TorchStep
 from ltexport.models.sources import TINY_MODELS
-from ltexport.plan.schema import Plan
 
 TOL = 1e-4
 PROMPT, STEPS = 40, 45
 
 
 @pytest.fixture(scope="module", params=sorted(TINY_MODELS))
-def graphs(request, tiny_models, tmp_path_factory):
-    """(original model, {mode: (plan, portable path, fast path)}) for one tiny architecture."""
-    source, model = tiny_models[request.param]
-    dense = Plan(model=source.spec().plan_header(), sink=2, window=14, lazy_layers=[1, 2], prefill="dense")
+def graphs(request, tiny_models, exported, tmp_path_factory):
+    """(original model, {mode: (plan, model.onnx, fast graph)}) for one tiny architecture: the
+    session's export, and the same graph with the other prefill mode."""
+    _, model = tiny_models[request.param]
+    hybrid, portable = exported[request.param]
     out = {}
-    for plan in (dense, replace(dense, prefill="streaming")):
+    for plan in (hybrid.plan, replace(hybrid.plan, prefill="streaming" if hybrid.plan.prefill == "dense" else "dense")):
         directory = tmp_path_factory.mktemp(f"{request.param}-{plan.prefill}")
-        hybrid = HybridModel(model, plan).eval()
-        if plan.prefill == "dense":
-            portable = export_onnx(hybrid, directory)
-        else:
-            portable = _as_streaming(out["dense"][1], directory)
-        out[plan.prefill] = (plan, portable, lower(hybrid, portable, directory / "fast.ort.onnx"))
+        path = portable if plan is hybrid.plan else _switch_mode(portable, plan.prefill, directory)
+        out[plan.prefill] = (plan, path, lower(HybridModel(model, plan).eval(), path, path.parent / f"{plan.prefill}.ort.onnx"))
     return model, out
 
 
-def _as_streaming(dense_path, directory):
-    model = onnx.load(str(dense_path), load_external_data=False)
+def _switch_mode(path, prefill, directory):
+    """model.onnx with its SinkWindowAttention nodes switched to `prefill` (all a re-export changes)."""
+    model = onnx.load(str(path), load_external_data=False)
     for node in model.graph.node:
         if node.domain == DOMAIN and node.op_type == OP_TYPE:
-            next(a for a in node.attribute if a.name == "prefill").s = b"streaming"
-    shutil.copy(dense_path.parent / DATA_FILE, directory / DATA_FILE)  # tiny: a copy of the same weights
+            next(a for a in node.attribute if a.name == "prefill").s = prefill.encode()
+    shutil.copy(path.parent / DATA_FILE, directory / DATA_FILE)  # tiny: a copy of the same weights
     path = directory / "model.onnx"
     onnx.save_model(model, str(path))
     return path
