@@ -105,17 +105,12 @@ def lower(hybrid, portable: Path, out: Path | None = None) -> Path:
     plan = hybrid.plan
     meta = {"version": GRAPH_VERSION, "sink": plan.sink, "window": plan.window, "prefill": plan.prefill,
             "lazy_layers": plan.lazy_layers, "num_layers": plan.num_layers, "ring_scratch": RING_SCRATCH,
-            "max_positions": _positions(hybrid)}
+            "max_positions": _positions(hybrid),
+            # ORT's windowed GroupQueryAttention wants a cache of at least its window
+            "min_capacity": max((w for i, w in enumerate(hybrid.sliding_windows) if w and not plan.is_lazy(i)), default=0)}
     helper.set_model_props(model, {ORT_GRAPH_KEY: json.dumps(meta)})
     onnx.save_model(model, str(out))
     return out
-
-
-def read_meta(model_path: Path) -> dict | None:
-    """The lowered graph's metadata (None for a graph that is not one)."""
-    model = onnx.load(str(model_path), load_external_data=False)
-    value = next((p.value for p in model.metadata_props if p.key == ORT_GRAPH_KEY), None)
-    return json.loads(value) if value else None
 
 
 # ---------------------------------------------------------------- graph I/O and weights

@@ -68,6 +68,7 @@ class FastStep:
         self.lazy = [int(i.name.split(".")[1]) in self.meta["lazy_layers"] for i in self.cache_inputs]
         self.ring = self.meta["sink"] + self.meta["window"]
         self.max_positions = self.meta["max_positions"]
+        self.min_capacity = self.meta.get("min_capacity", 0)
         self.num_logits = np.array([num_logits], dtype=np.int64)
         self._binding = None  # (caches, IOBinding bound to them)
         self._outputs = {}  # (batch, logit rows) -> pre-allocated (logits, present_len) buffers
@@ -75,7 +76,7 @@ class FastStep:
     # ---------------------------------------------------------------- caches
 
     def empty_caches(self, batch: int, capacity: int = INITIAL_CAPACITY) -> FastCaches:
-        capacity = min(max(capacity, 1), self.max_positions)
+        capacity = min(max(capacity, self.min_capacity, 1), self.max_positions)
         arrays = [np.zeros(self._shape(info, lazy, batch, capacity), self.dtype)
                   for info, lazy in zip(self.cache_inputs, self.lazy)]
         return self._wrap(arrays, capacity)
