@@ -76,7 +76,9 @@ class GenaiRunner:
 
         self.og = og
         self.model = og.Model(og.Config(spec["dir"]))
-        decoder = json.loads((Path(spec["dir"]) / "genai_config.json").read_text())["model"]["decoder"]
+        config = json.loads((Path(spec["dir"]) / "genai_config.json").read_text())["model"]
+        self.context_length = config["context_length"]
+        decoder = config["decoder"]
         # its KV buffers: every layer, max_length slots (past and present share one buffer)
         self.slot_bytes = 2 * decoder["num_hidden_layers"] * decoder["num_key_value_heads"] * decoder["head_size"] * 4
         self.vocab = spec["vocab_size"]
@@ -89,7 +91,7 @@ class GenaiRunner:
 
     def _generator(self, context: int, steps: int):
         params = self.og.GeneratorParams(self.model)
-        params.set_search_options(max_length=context + steps + 2, do_sample=False, batch_size=1)
+        params.set_search_options(max_length=min(context + steps + 2, self.context_length), do_sample=False, batch_size=1)
         return self.og.Generator(self.model, params)
 
     def prefill(self, context: int, chunk: int) -> float:
