@@ -62,16 +62,15 @@ def test_fast_graph_matches_portable_and_reference_through_ring_wraps(graphs, mo
     ids = np.random.default_rng(0).integers(3, 250, size=(1, PROMPT))
     caches = {"ref": reference.empty_caches(1), "onnx": onnx_step.empty_caches(1), "fast": fast.empty_caches(1, 8)}
     lengths = {k: np.zeros(1, np.int64) for k in caches}
-    fast_caches = caches["fast"]
-    for step in range(STEPS + 1):
-        feed = ids if step == 0 else np.array([[token]])
+    fast_caches, feed = caches["fast"], ids
+    for _ in range(STEPS + 1):
         out = {}
         for name, run in (("ref", reference), ("onnx", onnx_step), ("fast", fast)):
             out[name], lengths[name], caches[name] = run(feed, lengths[name], caches[name])
         assert caches["fast"] is fast_caches  # updated in place, never replaced
         np.testing.assert_allclose(out["fast"], out["ref"], atol=TOL, rtol=TOL)
         np.testing.assert_allclose(out["fast"], out["onnx"], atol=TOL, rtol=TOL)
-        token = int(out["ref"][0, -1].argmax())
+        feed = out["ref"][:, -1:].argmax(-1)  # all three get the reference's next token
     assert lengths["fast"].tolist() == lengths["ref"].tolist() == [PROMPT + STEPS]
     assert fast_caches.capacity >= PROMPT + STEPS  # grew from 8 slots
     for got, want in zip(fast.export_caches(fast_caches, lengths["fast"]), caches["ref"]):
