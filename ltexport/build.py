@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ltexport.build_info import DTYPES, MARKER, load_build, new_build_info, record_files, write_build_info
 from ltexport.errors import LtexportError
+from ltexport.export.contract import ORT_MODEL_FILE
 from ltexport.models.sources import ModelSource, resolve
 from ltexport.outputs import check_output_dir, writable_dir
 from ltexport.plan.schema import Plan, load_plan, save_plan
@@ -157,10 +158,13 @@ def export_model(source: ModelSource, plan: Plan, dtype: str, out_dir: Path) -> 
     """Trace a weightless skeleton of the plan's layers (all, or a prefix), stream the checkpoint
     into out_dir/model.onnx.data."""
     from ltexport.export.onnx_export import export_onnx
+    from ltexport.export.ort_lowering import lower_for_build
     from ltexport.hybrid.model import HybridModel
 
     hybrid = HybridModel(source.skeleton(dtype, plan.num_layers), plan).eval()
-    return export_onnx(hybrid, out_dir, source.weights())
+    path = export_onnx(hybrid, out_dir, source.weights())
+    lower_for_build(source, plan, dtype, out_dir)  # + model.ort.onnx, ONNX Runtime's fast graph
+    return path
 
 
 def _preflight(source: ModelSource, plan: Plan, config: BuildConfig):
@@ -252,6 +256,7 @@ def run_validation(out_dir: Path, source: ModelSource, plan: Plan, backend: str,
     from ltexport.hybrid.step import TorchStep
     from ltexport.validate.compare import compare_backend
     from ltexport.validate.drift import quality_drift
+    from ltexport.validate.fast_graph import fast_section
     from ltexport.validate.report import make_report, write_report
 
     graph_dir, graph_plan = _validated_graph(out_dir, plan, scope)
@@ -264,17 +269,33 @@ def run_validation(out_dir: Path, source: ModelSource, plan: Plan, backend: str,
     timings["load_reference"] = time.perf_counter() - start
     start = time.perf_counter()
     runner = _backend_runner(graph_dir, backend)
-    comparison = compare_backend(runner, TorchStep(HybridModel(original, graph_plan).eval()), prompt, decode_steps, tol)
+    reference = TorchStep(HybridModel(original, graph_plan).eval())
+    comparison = compare_backend(runner, reference, prompt, decode_steps, tol)
     timings["validate"] = time.perf_counter() - start
+    fast = _validate_fast_graph(graph_dir, backend, reference, prompt, decode_steps, tol, timings, log)
     drift = quality_drift(original, prompt, comparison.reference_tokens, comparison.reference_logits)
     scope_info.update(prompt_tokens=len(prompt), prompt=prompt_kind, decode_steps=decode_steps)
-    report = make_report(comparison, backend=backend, dtype=dtype, drift=drift, timings=timings, scope=scope_info)
+    report = make_report(comparison, backend=backend, dtype=dtype, drift=drift, timings=timings, scope=scope_info,
+                         fast=fast and fast_section(fast, str(graph_dir.relative_to(out_dir) / ORT_MODEL_FILE)))
     if engine and not engine.get("executed", True):
         report["engine"] = engine_report(engine)
     if scope_info.get("weights_identical_to_model_onnx") is False:
         report["status"] = "fail"
     write_report(out_dir, report, comparison, polygraphy_dir=graph_dir)
     return report
+
+
+def _validate_fast_graph(graph_dir, backend, reference, prompt, decode_steps, tol, timings, log):
+    """ONNX Runtime builds: the fast graph gets the same comparison (None when there is none)."""
+    from ltexport.validate.fast_graph import compare_fast_graph, has_fast_graph
+
+    if backend != "ort" or not has_fast_graph(graph_dir):
+        return None
+    log(f"validating the fast ONNX Runtime graph ({ORT_MODEL_FILE}) the same way ...")
+    start = time.perf_counter()
+    fast = compare_fast_graph(graph_dir, reference, prompt, decode_steps, tol)
+    timings["validate_ort_graph"] = time.perf_counter() - start
+    return fast
 
 
 def _previous_scope(out: Path) -> dict:
@@ -400,4 +421,8 @@ def _failed_checks(report: dict) -> str:
         failed.append(f"greedy tokens diverge at step {report['greedy']['first_mismatch']}")
     if report.get("scope", {}).get("weights_identical_to_model_onnx") is False:
         failed.append("the validated prefix's weights differ from model.onnx's")
+    fast = report.get("ort_graph") or {}
+    if fast.get("status") == "fail":
+        failed.append(f"{fast['graph']}: " + ", ".join([c["name"] for c in fast["checks"] if not c["passed"]]
+                                                       + ([] if greedy_passed(fast["greedy"]) else ["greedy tokens"])))
     return ", ".join(failed) or "unknown"

@@ -99,9 +99,9 @@ def open_step(out: Path, info: dict, backend: str, context: int):
     if backend == "trt-rtx":
         trt.require_gpu(backend)
     if backend == "ort":
-        from ltexport.backends.ort.session import OrtStep
+        from ltexport.backends.ort.fast import ort_step
 
-        yield OrtStep(out / "model.onnx")
+        yield ort_step(out, num_logits=1)  # the fast graph, caches updated in place, where the build has one
         return
     limit = info.get("engine", {}).get("max_context")
     if limit is not None and context > limit:

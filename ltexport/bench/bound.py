@@ -24,3 +24,25 @@ def weight_bytes_read(model) -> int:
 def step_bytes(weight_bytes: int, plan: Plan, context: int, batch: int, element_bytes: int) -> int:
     """Bytes read by one decode step at `context` cached tokens for `batch` sequences."""
     return weight_bytes + batch * kv_cache_bytes(plan, context, element_bytes, hybrid=bool(plan.lazy_layers))
+
+
+def measure_bandwidth(threads: int | None = None, size: int = 2**30, repeats: int = 5) -> float:
+    """Memory read bandwidth in bytes/s: the best of `repeats` torch sums over `size` bytes, with the
+    benchmark's threads (all cores by default)."""
+    import os
+    import time
+
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    try:
+        data = torch.ones(size // 4, dtype=torch.float32)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            data.sum()
+            best = min(best, time.perf_counter() - start)
+        return size / best
+    finally:
+        torch.set_num_threads(previous)

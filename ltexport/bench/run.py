@@ -17,7 +17,8 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ltexport.bench.bound import step_bytes
+from ltexport.bench import peers as peer_models
+from ltexport.bench.bound import measure_bandwidth, step_bytes
 from ltexport.errors import LtexportError
 from ltexport.outputs import Marker
 from ltexport.plan.schema import load_plan, save_plan
@@ -43,6 +44,7 @@ class BenchConfig:
     prefill_chunk: int = 1024
     repeats: int = 1
     transformers: bool = True
+    peers: bool = True                     # onnxruntime-genai's full and windowed models, when installed (ort)
     threads: int | None = None
     trust_remote_code: bool = False  # passed to transformers here and in the worker processes
     show_progress: bool = True
@@ -90,8 +92,9 @@ def points(contexts: list[int], batches: list[int], batch_context: int) -> list[
 class Worker:
     """A variant's process; JSON lines over its stdin/stdout, stderr to a log file."""
 
-    def __init__(self, name: str, spec: dict, tmp: Path):
+    def __init__(self, name: str, spec: dict, tmp: Path, batch_one: bool = False):
         self.name = name
+        self.batch_one = batch_one  # serves batch-1 points only (the onnxruntime-genai peers)
         spec_path = tmp / f"{name}.spec.json"
         spec_path.write_text(json.dumps(spec))
         self.log_path = tmp / f"{name}.log"
@@ -148,23 +151,36 @@ def bench(config: BenchConfig) -> dict:
         for name, p in plans.items():
             save_plan(p, tmp / f"{name}.plan.json")
         exports = _export(config, tmp) if config.backend == "ort" else {}
-        workers = _start_workers(config, tmp, spec.vocab_size)
+        genai = _build_peers(config, source, plan, tmp)
+        workers = _start_workers(config, tmp, spec.vocab_size, genai)
         try:
             ready = {w.name: w.read() for w in workers}
+            bandwidth = measure_bandwidth(config.threads)
+            config.log(f"memory read bandwidth: {bandwidth / 1e9:.1f} GB/s (a 1 GiB torch sum, best of 5)")
             measured = _measure(config, workers, points(contexts, config.batches, batch_context))
         finally:
             for w in workers:
                 w.close()
     weight_bytes = next((r["weight_bytes"] for r in ready.values() if "weight_bytes" in r), exports.get("weight_bytes"))
-    results = _assemble(config, source, plans, contexts, batch_context, exports, ready, measured, weight_bytes)
+    results = _assemble(config, source, plans, contexts, batch_context, exports, ready, measured, weight_bytes, bandwidth)
     results["machine"]["load_average_at_start"] = load_before
     return results
 
 
+def _build_peers(config: BenchConfig, source, plan, tmp: Path) -> dict:
+    if config.backend != "ort" or not config.peers:
+        return {}
+    if not peer_models.genai_available():
+        config.log(f"note: onnxruntime-genai is not installed, so it is not measured ({peer_models.INSTALL_HINT})")
+        return {}
+    return peer_models.build_peers(source, plan, tmp / "genai", config.threads, config.log)
+
+
 def _export(config: BenchConfig, tmp: Path) -> dict:
-    config.log(f"exporting the hybrid and the no-lazy model to ONNX in {tmp} ...")
+    config.log(f"exporting the hybrid to ONNX and lowering it and the no-lazy model to fast graphs in {tmp} ...")
     spec = {"mode": "export", "model": config.model, "trust_remote_code": config.trust_remote_code,
-            "exports": {n: {"plan": str(tmp / f"{n}.plan.json"), "out": str(tmp / n)} for n in ("hybrid", "no-lazy")}}
+            "exports": {n: {"plan": str(tmp / f"{n}.plan.json"), "out": str(tmp / "onnx"), "ort": str(_fast_graph(tmp, n))}
+                        for n in ("hybrid", "no-lazy")}}
     worker = Worker("export", spec, tmp)
     try:
         return worker.read()
@@ -172,16 +188,22 @@ def _export(config: BenchConfig, tmp: Path) -> dict:
         worker.proc.wait()
 
 
-def _start_workers(config: BenchConfig, tmp: Path, vocab: int) -> list[Worker]:
+def _fast_graph(tmp: Path, name: str) -> Path:
+    return tmp / "onnx" / f"{name}.ort.onnx"
+
+
+def _start_workers(config: BenchConfig, tmp: Path, vocab: int, genai: dict) -> list[Worker]:
     common = {"mode": "serve", "model": config.model, "trust_remote_code": config.trust_remote_code,
               "vocab_size": vocab, "threads": config.threads}
     workers = []
     for name in ("hybrid", "no-lazy"):
         if config.backend == "ort":
-            spec = {**common, "kind": "ort", "onnx": str(tmp / name / "model.onnx")}
+            spec = {**common, "kind": "ort", "onnx": str(_fast_graph(tmp, name))}
         else:
             spec = {**common, "kind": "torch", "plan": str(tmp / f"{name}.plan.json")}
         workers.append(Worker(name, spec, tmp))
+    for name, model_dir in genai.items():
+        workers.append(Worker(name, {**common, "kind": "genai", "dir": str(model_dir)}, tmp, batch_one=True))
     if config.transformers:
         workers.append(Worker("transformers", {**common, "kind": "hf"}, tmp))
     config.log(f"loading {len(workers)} variants in worker processes ...")
@@ -192,9 +214,10 @@ def _measure(config: BenchConfig, workers: list[Worker], todo: list[dict]) -> li
     bar = progress(len(todo) * len(workers) * config.repeats, "bench", config.show_progress)
     rows = []
     for point in todo:
-        runs = {w.name: [] for w in workers}
+        serving = [w for w in workers if point["batch"] == 1 or not w.batch_one]
+        runs = {w.name: [] for w in serving}
         for rep in range(config.repeats):
-            for w in workers:  # round-robin: every variant sees the same load
+            for w in serving:  # round-robin: every variant sees the same load
                 bar.set_postfix_str(f"{w.name} ctx {point['context']} batch {point['batch']}")
                 runs[w.name].append(w.ask({**point, "prefill": point["prefill"] and rep == 0,  # prefill once
                                            "decode_steps": config.decode_steps, "prefill_chunk": config.prefill_chunk}))
@@ -218,11 +241,17 @@ def _median(variant: str, runs: list[dict]) -> dict:
     return row
 
 
-def _assemble(config, source, plans, contexts, batch_context, exports, ready, rows, weight_bytes) -> dict:
+# The bytes each variant must read per step are those of the hybrid plan or of full attention.
+_READS_LIKE_HYBRID = ("hybrid", "genai-windowed")
+
+
+def _assemble(config, source, plans, contexts, batch_context, exports, ready, rows, weight_bytes, bandwidth) -> dict:
     element = 4  # fp32 everywhere in the benchmark
     for row in rows:
-        plan = plans["hybrid"] if row["variant"] == "hybrid" else plans["no-lazy"]
+        plan = plans["hybrid"] if row["variant"] in _READS_LIKE_HYBRID else plans["no-lazy"]
         row["bound_bytes_per_step"] = step_bytes(weight_bytes, plan, row["context"], row["batch"], element)
+        # the share of the measured bandwidth this variant's necessary reads reach
+        row["bound_fraction"] = row["bound_bytes_per_step"] / row["decode_step_s"] / bandwidth
     variants = {name: {**info, **(exports.get("exports", {}).get(name, {}))} for name, info in ready.items()}
     hybrid = plans["hybrid"]
     return {
@@ -232,7 +261,7 @@ def _assemble(config, source, plans, contexts, batch_context, exports, ready, ro
         "settings": {"contexts": contexts, "batches": config.batches, "batch_context": batch_context,
                      "decode_steps": config.decode_steps, "prefill_chunk": config.prefill_chunk,
                      "repeats": config.repeats, "dtype": "fp32", "threads": config.threads},
-        "machine": _machine(), "weight_bytes": weight_bytes,
+        "machine": {**_machine(), "bandwidth_bytes_per_s": bandwidth}, "weight_bytes": weight_bytes,
         "export": {k: v for k, v in exports.items() if k != "exports"} if exports else None,
         "variants": variants, "points": rows, "speedups": speedups(rows),
     }
@@ -247,10 +276,14 @@ def speedups(rows: list[dict]) -> list[dict]:
             continue
         base = by_key.get(("no-lazy", r["context"], r["batch"]))
         hf = by_key.get(("transformers", r["context"], r["batch"]))
+        win, full = (by_key.get((v, r["context"], r["batch"])) for v in ("genai-windowed", "genai-full"))
         out.append({
             "context": r["context"], "batch": r["batch"],
             "vs_no_lazy": r["decode_tokens_per_s"] / base["decode_tokens_per_s"] if base else None,
             "vs_transformers": r["decode_tokens_per_s"] / hf["decode_tokens_per_s"] if hf else None,
+            "vs_genai_windowed": r["decode_tokens_per_s"] / win["decode_tokens_per_s"] if win else None,
+            "no_lazy_vs_genai_full": base["decode_tokens_per_s"] / full["decode_tokens_per_s"] if base and full else None,
+            "prefill_vs_genai_windowed": win["prefill_s"] / r["prefill_s"] if win and r.get("prefill_s") and win.get("prefill_s") else None,
             "bound": base["bound_bytes_per_step"] / r["bound_bytes_per_step"] if base else None,
             "kv_ratio": r["kv_cache_bytes"] / base["kv_cache_bytes"] if base else None,
         })

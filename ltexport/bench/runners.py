@@ -6,7 +6,9 @@ out of the batch sweep. Each decode run has one untimed warm-up step first; `dec
 time of every step, so a burst of load from other processes shows up as outliers, not as a mean.
 """
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -18,34 +20,40 @@ def _ids(rng, batch: int, length: int, vocab: int) -> np.ndarray:
 
 
 class OrtRunner:
-    """The exported graph under ONNX Runtime (OrtStep), numpy in and out."""
+    """An exported graph under ONNX Runtime: the fast graph through FastStep (caches pre-allocated
+    and updated in place through IOBinding), or model.onnx through OrtStep."""
 
     def __init__(self, spec: dict):
+        from ltexport.backends.ort.fast import FastStep
         from ltexport.backends.ort.session import OrtStep
 
-        self.step = OrtStep(spec["onnx"], threads=spec.get("threads"))
+        fast = spec["onnx"].endswith(".ort.onnx")
+        threads = spec.get("threads")
+        self.step = FastStep(spec["onnx"], threads, num_logits=1) if fast else OrtStep(spec["onnx"], threads)
         self.vocab = spec["vocab_size"]
         self.rng = np.random.default_rng(0)
-        self.info = {"engine": "onnxruntime"}
+        self.info = {"engine": "onnxruntime (fast graph, IOBinding)" if fast else "onnxruntime (model.onnx)"}
 
     def device_memory(self) -> dict:
         return {}
 
-    def caches(self, batch: int, context: int) -> list[np.ndarray]:
+    def caches(self, batch: int, context: int, room: int = 0):
+        if hasattr(self.step, "import_caches"):  # FastStep: full layers sized for the whole run
+            return self.step.empty_caches(batch, context + room)
         # Full-layer inputs come out of empty_caches with 0 positions; lazy rings have S+W.
         return [np.zeros(c.shape[:2] + (context,) + c.shape[3:], c.dtype) if c.shape[2] == 0 else
                 np.zeros((batch,) + c.shape[1:], c.dtype) for c in self.step.empty_caches(batch)]
 
     def prefill(self, context: int, chunk: int) -> float:
         ids = _ids(self.rng, 1, context, self.vocab)
-        caches, past = self.step.empty_caches(1), np.zeros(1, np.int64)
+        caches, past = self.caches(1, 0, context), np.zeros(1, np.int64)
         start = time.perf_counter()
         for s in range(0, context, chunk):
             _, past, caches = self.step(ids[:, s:s + chunk], past, caches)
         return time.perf_counter() - start
 
     def decode(self, batch: int, context: int, steps: int) -> tuple[float, int]:
-        caches = self.caches(batch, context)
+        caches = self.caches(batch, context, steps + 2)
         cache_bytes = sum(c.nbytes for c in caches)
         past = np.full(batch, context, np.int64)
         ids = _ids(self.rng, batch, 1, self.vocab)
@@ -57,6 +65,60 @@ class OrtRunner:
             logits, past, caches = self.step(ids, past, caches)
             times.append(time.perf_counter() - start)
         return times, cache_bytes
+
+
+class GenaiRunner:
+    """An onnxruntime-genai model (its builder's output) under its own runtime, batch 1: prefill is
+    its append_tokens of the whole context, decode its generate_next_token loop."""
+
+    def __init__(self, spec: dict):
+        import onnxruntime_genai as og
+
+        self.og = og
+        self.model = og.Model(og.Config(spec["dir"]))
+        config = json.loads((Path(spec["dir"]) / "genai_config.json").read_text())["model"]
+        self.context_length = config["context_length"]
+        decoder = config["decoder"]
+        # its KV buffers: every layer, max_length slots (past and present share one buffer)
+        self.slot_bytes = 2 * decoder["num_hidden_layers"] * decoder["num_key_value_heads"] * decoder["head_size"] * 4
+        self.vocab = spec["vocab_size"]
+        self.rng = np.random.default_rng(0)
+        self.info = {"engine": f"onnxruntime-genai {getattr(og, '__version__', '')}".strip()}
+        self._warm = None  # (context, generator) left by prefill for the decode of the same point
+
+    def device_memory(self) -> dict:
+        return {}
+
+    def _generator(self, context: int, steps: int):
+        params = self.og.GeneratorParams(self.model)
+        params.set_search_options(max_length=min(context + steps + 2, self.context_length), do_sample=False, batch_size=1)
+        return self.og.Generator(self.model, params)
+
+    def prefill(self, context: int, chunk: int) -> float:
+        """Its own prefill: one append_tokens call (chunk unused)."""
+        gen = self._generator(context, 64)
+        ids = _ids(self.rng, 1, context, self.vocab).astype(np.int32)
+        start = time.perf_counter()
+        gen.append_tokens(ids)
+        elapsed = time.perf_counter() - start
+        self._warm = (context, gen)
+        return elapsed
+
+    def decode(self, batch: int, context: int, steps: int) -> tuple[list[float], int]:
+        if batch != 1:
+            raise ValueError("the onnxruntime-genai peer runs batch 1 only")
+        warm, self._warm = self._warm, None
+        gen = warm[1] if warm and warm[0] == context else None
+        if gen is None:
+            gen = self._generator(context, steps)
+            gen.append_tokens(_ids(self.rng, 1, context, self.vocab).astype(np.int32))
+        gen.generate_next_token()  # warm-up
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            gen.generate_next_token()
+            times.append(time.perf_counter() - start)
+        return times, self.slot_bytes * (context + steps + 2)
 
 
 class TorchRunner:

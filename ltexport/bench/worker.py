@@ -1,7 +1,8 @@
 """One benchmark variant in its own process, so its memory is its own.
 
 `python -m ltexport.bench.worker SPEC.json`; SPEC["mode"]:
-- "export": export each plan in SPEC["exports"] to ONNX, one after another; print one JSON line.
+- "export": model.onnx of the first plan in SPEC["exports"], each plan's fast graph beside it; print
+  one JSON line.
 - "serve": load one variant, print {"ready": ...}, then answer one JSON command per stdin line
   ({"op": "point", ...} or {"op": "quit"}) with one JSON line.
 Libraries print to stdout (the ONNX exporter does), so the protocol gets a private copy of stdout
@@ -49,8 +50,11 @@ def _exit_with_parent() -> None:
 
 
 def export_all(spec: dict) -> dict:
+    """model.onnx of the first plan in SPEC["exports"], then each plan lowered beside it
+    (SPEC["exports"][name]["ort"]: the fast graphs read that one weight file)."""
     from ltexport.bench.bound import weight_bytes_read
     from ltexport.export.onnx_export import export_onnx
+    from ltexport.export.ort_lowering import lower
     from ltexport.hybrid.model import HybridModel
     from ltexport.models.sources import resolve
     from ltexport.plan.schema import load_plan
@@ -58,10 +62,14 @@ def export_all(spec: dict) -> dict:
     start = time.perf_counter()
     model = resolve(spec["model"], trust_remote_code=spec["trust_remote_code"]).load_model("fp32")
     result = {"load_s": time.perf_counter() - start, "weight_bytes": weight_bytes_read(model), "exports": {}}
+    portable = None
     for name, item in spec["exports"].items():
         memory.reset_peak()
         start = time.perf_counter()
-        export_onnx(HybridModel(model, load_plan(item["plan"])).eval(), _mkdir(item["out"]))
+        hybrid = HybridModel(model, load_plan(item["plan"])).eval()
+        if portable is None:
+            portable = export_onnx(hybrid, _mkdir(item["out"]))
+        lower(hybrid, portable, item["ort"])
         result["exports"][name] = {"export_s": time.perf_counter() - start, "peak_rss_bytes": memory.peak_rss()}
     return result
 
@@ -77,7 +85,8 @@ def make_runner(spec: dict):
     from ltexport.bench import runners
 
     start = time.perf_counter()
-    runner = {"ort": runners.OrtRunner, "torch": runners.TorchRunner, "hf": runners.HfRunner}[spec["kind"]](spec)
+    kinds = {"ort": runners.OrtRunner, "torch": runners.TorchRunner, "hf": runners.HfRunner, "genai": runners.GenaiRunner}
+    runner = kinds[spec["kind"]](spec)
     runner.info.update(load_s=time.perf_counter() - start, rss_after_load_bytes=memory.current_rss())
     return runner
 

@@ -1,4 +1,4 @@
-"""`ltexport bench`: decode speed and memory of the hybrid vs no lazy layers vs transformers."""
+"""`ltexport bench`: decode speed and memory of the hybrid vs no lazy layers vs onnxruntime-genai vs transformers."""
 
 import json
 from pathlib import Path
@@ -27,12 +27,13 @@ def _log(message: str) -> None:
 @click.option("--prefill-chunk", type=int, default=1024, show_default=True)
 @click.option("--repeats", type=int, default=1, show_default=True, help="Round-robin decode repeats per point (median; prefill runs once).")
 @click.option("--no-transformers", is_flag=True, help="Skip transformers' generate.")
+@click.option("--no-peers", is_flag=True, help="Skip onnxruntime-genai's models (measured with --backend ort when it is installed).")
 @click.option("--threads", type=Whole(min=1), help="Intra-op threads for ONNX Runtime (default: all cores).")
 @trust_remote_code_option
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json to stdout instead of the tables.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Directory for bench.json/.md/.png.")
 def bench_command(model_name, plan_path, backend, contexts, batches, batch_context, decode_steps, prefill_chunk,
-                  repeats, no_transformers, threads, trust_remote_code, as_json, output):
+                  repeats, no_transformers, no_peers, threads, trust_remote_code, as_json, output):
     """Prefill latency, decode tokens/s, KV-cache bytes and peak RSS over context and batch sweeps."""
     from ltexport.bench.report import format_markdown, write_outputs
     from ltexport.bench.run import MARKER, BenchConfig, bench
@@ -44,7 +45,7 @@ def bench_command(model_name, plan_path, backend, contexts, batches, batch_conte
         model=model_name, trust_remote_code=trust_remote_code, plan_path=plan_path, backend=backend,
         contexts=parse_ints(contexts, "--contexts") if contexts else None, batches=parse_ints(batches, "--batches"),
         batch_context=batch_context, decode_steps=decode_steps, prefill_chunk=prefill_chunk, repeats=repeats,
-        transformers=not no_transformers, threads=threads, log=_log)
+        transformers=not no_transformers, peers=not no_peers, threads=threads, log=_log)
     results = bench(config)
     with staged_dir(output, MARKER) as stage:
         write_outputs(results, stage)

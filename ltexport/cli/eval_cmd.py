@@ -23,6 +23,10 @@ def _log(message: str) -> None:
 @click.option("--lazy-fractions", help="Make plans from one calibration run, e.g. 0,0.25,0.5 (0 = the original).")
 @click.option("--build", "builds", multiple=True, type=click.Path(path_type=Path),
               help="An `ltexport build --backend ort` directory, run with ONNX Runtime (repeatable).")
+@click.option("--genai", "genai", multiple=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="An onnxruntime-genai model directory (its builder's output), run with ONNX Runtime (repeatable).")
+@click.option("--genai-peers", is_flag=True, help="Also build and score onnxruntime-genai's full and windowed models "
+              "(the first --plan's lazy layers as sliding windows without sinks); needs onnxruntime-genai.")
 @click.option("--contexts", help="Context lengths in tokens [default: 1024,2048,4096 where the model allows].")
 @click.option("--depths", default="0.1,0.5,0.9", show_default=True, help="Needle depths (0 = start, 1 = end).")
 @click.option("--digits", type=int, default=5, show_default=True, help="Digits of the passkey.")
@@ -39,7 +43,7 @@ def _log(message: str) -> None:
 @trust_remote_code_option
 @click.option("--json", "as_json", is_flag=True, help="Print eval.json to stdout instead of the table.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Directory for eval.json/.md and PNGs.")
-def eval_command(model_name, plans, lazy_fractions, builds, contexts, depths, digits, ppl_tokens, prefill_chunk,
+def eval_command(model_name, plans, lazy_fractions, builds, genai, genai_peers, contexts, depths, digits, ppl_tokens, prefill_chunk,
                  sink, window, prefill, calib_path, calib_tokens, raw, seed, trust_remote_code, as_json, output):
     """Passkey retrieval and decode perplexity of the original model and each hybrid."""
     from ltexport.evaluate.report import format_markdown, write_outputs
@@ -51,6 +55,7 @@ def eval_command(model_name, plans, lazy_fractions, builds, contexts, depths, di
     fractions = parse_fractions(lazy_fractions, "--lazy-fractions") if lazy_fractions else []
     config = EvalConfig(
         model=model_name, trust_remote_code=trust_remote_code, plans=list(plans), lazy_fractions=fractions, builds=list(builds),
+        genai=list(genai), genai_peers=genai_peers,
         plan_config=_plan_config(model_name, sink, window, prefill, calib_path, calib_tokens) if fractions else None,
         contexts=parse_ints(contexts, "--contexts") if contexts else None,
         depths=parse_fractions(depths, "--depths"), digits=digits, ppl_tokens=ppl_tokens,

@@ -1,6 +1,7 @@
 """`ltexport eval`: the original model and each hybrid on passkey retrieval and decode perplexity."""
 
 import platform
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +30,8 @@ class EvalConfig:
     plans: list[Path] = field(default_factory=list)
     lazy_fractions: list[float] = field(default_factory=list)  # plans from one calibration run
     builds: list[Path] = field(default_factory=list)           # ONNX builds, run with ONNX Runtime
+    genai: list[Path] = field(default_factory=list)            # onnxruntime-genai model directories
+    genai_peers: bool = False                                  # build genai-full/-windowed from the first plan
     plan_config: PlanConfig | None = None                      # sink/window/calibration for lazy_fractions
     contexts: list[int] | None = None                          # None: DEFAULT_CONTEXTS that fit the model
     depths: list[float] = field(default_factory=lambda: list(DEFAULT_DEPTHS))
@@ -50,8 +53,10 @@ def default_contexts(max_positions: int, margin: int) -> list[int]:
 
 def check_config(config: EvalConfig, spec) -> list[int]:
     """Argument errors before any weight is loaded; returns the contexts."""
-    if not (config.plans or any(f > 0 for f in config.lazy_fractions) or config.builds):
-        raise LtexportError("nothing to compare with the original: pass --plan, --lazy-fractions or --build")
+    if not (config.plans or any(f > 0 for f in config.lazy_fractions) or config.builds or config.genai):
+        raise LtexportError("nothing to compare with the original: pass --plan, --lazy-fractions, --build or --genai")
+    if config.genai_peers and not config.plans:
+        raise LtexportError("--genai-peers builds onnxruntime-genai's models for a plan's lazy layers; pass --plan")
     margin = config.digits + 4
     contexts = config.contexts or default_contexts(spec.max_positions, margin)
     if spec.max_positions and max(contexts) + margin > spec.max_positions:
@@ -203,6 +208,23 @@ def evaluate(config: EvalConfig) -> tuple[dict, list[Plan]]:
     start = time.perf_counter()
     variants = make_variants(config, source, model, config.log)
     timings["calibrate"] = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="ltexport-eval-") as tmp:
+        variants += _genai_variants(config, source, Path(tmp))
+        return _evaluate(config, source, model, tokenizer, contexts, variants, timings)
+
+
+def _genai_variants(config: EvalConfig, source, tmp: Path) -> list[Variant]:
+    from ltexport.evaluate.steps import genai_variant
+
+    dirs = {Path(d).name: Path(d) for d in config.genai}
+    if config.genai_peers:
+        from ltexport.bench.peers import build_peers
+
+        dirs.update(build_peers(source, load_plan(config.plans[0]), tmp, log=config.log))
+    return [genai_variant(name, d, source.spec()) for name, d in dirs.items()]
+
+
+def _evaluate(config, source, model, tokenizer, contexts, variants, timings):
     longest = max(contexts)
     if all(v.evicts_at >= longest for v in variants[1:]):
         raise LtexportError(f"no context exceeds sink + window of the hybrids ({min(v.evicts_at for v in variants[1:])}): "

@@ -1,7 +1,7 @@
 """Variants under evaluation and the prefill/decode loop they share.
 
 Every variant is a step function (input_ids [B,T], past_len [B], caches) -> (logits, present_len,
-caches): the PyTorch hybrid reference (TorchStep) or a built ONNX graph (OrtStep). The original
+caches): the PyTorch hybrid reference (TorchStep) or a built ONNX graph (FastStep/OrtStep). The original
 model is the hybrid with no lazy layers.
 
 Prefill keeps memory bounded by chunks, without changing what is computed:
@@ -71,11 +71,23 @@ def view_plan(plan: Plan) -> Plan:
 
 
 def ort_variant(name: str, build_dir, plan: Plan, model_window: int | None = None) -> Variant:
-    from ltexport.backends.ort.session import OrtStep
+    from ltexport.backends.ort.fast import ort_step
 
-    step = OrtStep(build_dir / "model.onnx")
+    step = ort_step(build_dir)
     # No view: a dense graph attends densely within a chunk, so it scores one token per call.
     return Variant(name, plan, step, backend="ort", origin=str(build_dir), model_window=model_window)
+
+
+def genai_variant(name: str, model_dir, spec) -> Variant:
+    """An onnxruntime-genai model directory (its builder's output), run by ONNX Runtime. Its plan
+    only describes it: the layers its graph gives a local window are `lazy` with sink 0 and that
+    window, prefilled through its own step (it never gets transplanted rings)."""
+    from ltexport.bench.peers import GenaiGraphStep, genai_windows
+
+    windows = genai_windows(model_dir)
+    window = max(windows.values(), default=0)
+    plan = Plan(model=spec.plan_header(), sink=0, window=window or 1, lazy_layers=sorted(windows), prefill="streaming")
+    return Variant(name, plan, GenaiGraphStep(model_dir), backend="onnxruntime-genai", origin=str(model_dir))
 
 
 class SharedPrefill:

@@ -81,3 +81,20 @@ PLUGIN_DIR = "plugins"
 def build_plugin_path(build_dir) -> Path:
     """The build's copy of the plugin library: OUT/plugins/libltexport_trt_plugin.so."""
     return Path(build_dir) / PLUGIN_DIR / PLUGIN_LIBRARY
+
+
+# ---------------------------------------------------------------- the ONNX Runtime graph (export/ort_lowering.py)
+# A second graph beside model.onnx, built for ONNX Runtime's CPU kernels and read in place through
+# IOBinding (backends/ort/fast.py). It reads the same model.onnx.data and has the same I/O names, with
+# these cache layouts:
+# - full layers: [batch, kv_heads, capacity, head_dim], a static buffer the caller sizes; row b's
+#   position j sits in slot j (valid while j < past_len[b]); new tokens are written at past_len[b].
+# - lazy layers: [batch, kv_heads, sink + window + RING_SCRATCH, head_dim]: slots 0..S+W-1 as in
+#   model.onnx; the last slot takes the writes of tokens superseded within the same call.
+# Present caches are the past buffers updated in place: bind each present output to its past input.
+ORT_MODEL_FILE = "model.ort.onnx"
+ORT_GRAPH_KEY = "ltexport.ort_graph"  # model metadata: JSON {"version", "sink", "window", "lazy_layers", ...}
+CAPACITY_DIM = "capacity"
+RING_SCRATCH = 1
+# Input [1] int64: logits of the last N positions only (0 = every position).
+NUM_LOGITS = "num_logits"

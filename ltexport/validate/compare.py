@@ -105,10 +105,11 @@ def _stats_only_when_logged():
 
 
 def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int, tol: Tolerance,
-                    greedy: bool = True) -> Comparison:
+                    greedy: bool = True, greedy_step=None) -> Comparison:
     """`runner`: a Polygraphy runner for the compiled graph; `reference`: a TorchStep.
 
-    greedy: also let the backend decode on its own caches (greedy_agreement), whatever the runner.
+    greedy: also let the backend decode on its own caches (greedy_agreement), whatever the runner;
+    through `greedy_step` when given (a step function, e.g. FastStep's in-place decode), else the runner.
     """
     from ltexport.validate.runner_step import RunnerStep
 
@@ -143,7 +144,11 @@ def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int,
             tokens.append(int(np.argmax(last)))
             logits.append(last.astype(np.float32))
             bar.update()
-        agreement = greedy_agreement(step, prompt_ids, tokens, logits, tol, prefilled) if greedy else {}
+        if greedy:  # the runner's own prefill starts its greedy decode; another step prefills for itself
+            agreement = greedy_agreement(greedy_step or step, prompt_ids, tokens, logits, tol,
+                                         None if greedy_step else prefilled)
+        else:
+            agreement = {}
     return Comparison(list(stats.values()), agreement, tokens, logits, first_results, first_feed)
 
 

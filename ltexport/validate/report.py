@@ -23,14 +23,20 @@ def versions() -> dict:
     return found
 
 
-def make_report(comparison, *, backend: str, dtype: str, drift: dict, timings: dict, scope: dict) -> dict:
+def make_report(comparison, *, backend: str, dtype: str, drift: dict, timings: dict, scope: dict,
+                fast: dict | None = None) -> dict:
+    """fast: the fast ONNX Runtime graph's own section (validate/fast_graph.py); it must pass too."""
     checks = [c.as_dict() for c in comparison.checks]
     from ltexport.validate.compare import greedy_passed
 
     passed = all(c["passed"] for c in checks) and greedy_passed(comparison.greedy)
-    return {"status": "pass" if passed else "fail", "backend": backend, "dtype": dtype, "checks": checks,
-            "greedy": comparison.greedy, "scope": scope, "quality_drift_vs_original": drift,
-            "timings_s": {k: round(v, 3) for k, v in timings.items()}, "versions": versions()}
+    passed = passed and (fast is None or fast["status"] == "pass")
+    report = {"status": "pass" if passed else "fail", "backend": backend, "dtype": dtype, "checks": checks,
+              "greedy": comparison.greedy, "scope": scope, "quality_drift_vs_original": drift,
+              "timings_s": {k: round(v, 3) for k, v in timings.items()}, "versions": versions()}
+    if fast is not None:
+        report["ort_graph"] = fast
+    return report
 
 
 def report_paths(out_dir: Path, polygraphy_dir: Path | None = None) -> list[Path]:
@@ -107,6 +113,20 @@ def verdict(report: dict) -> str:
     return f"FAIL: {what}: {failed_text}; {greedy_text}."
 
 
+def _fast_lines(fast: dict | None) -> list[str]:
+    if not fast:
+        return []
+    lines = ["", f"## Fast ONNX Runtime graph `{fast['graph']}`: {fast['status'].upper()}", "",
+             "Same feeds and tolerances; its greedy decode runs in place through IOBinding.", "",
+             "| check | max abs diff | max rel diff (\\|ref\\| > atol) | passed |", "|---|---|---|---|"]
+    lines += [f"| {c['name']} | {c['max_abs_diff']:.3g} | {c.get('max_rel_diff_above_atol', 0.0):.3g} | "
+              f"{'yes' if c['passed'] else 'NO'} |"
+              for c in fast["checks"]]
+    g = fast["greedy"]
+    return lines + ["", f"Greedy decode: {g['steps']} steps, tokens match: {'yes' if g['tokens_match'] else 'no'}"
+                    + ("" if g["tokens_match"] else f" (first mismatch at step {g['first_mismatch']})")]
+
+
 def format_markdown(report: dict) -> str:
     lines = [f"# ltexport validation: {report['status'].upper()}", "", f"**{verdict(report)}**", "",
              f"backend `{report['backend']}`, dtype `{report['dtype']}`; compared against the PyTorch hybrid "
@@ -126,6 +146,7 @@ def format_markdown(report: dict) -> str:
         lines += ["", f"Greedy decode: {g['steps']} steps, tokens match: {'yes' if g['tokens_match'] else 'no'}"
                   + ("" if g["tokens_match"] else f" (first mismatch at step {g['first_mismatch']}"
                      + (", a near-tie in the reference's logits)" if g.get("near_tie") else ")"))]
+    lines += _fast_lines(report.get("ort_graph"))
     d = report.get("quality_drift_vs_original") or {}
     if d:
         lines += ["", "## Quality cost of the conversion (information, not a gate)", "",

@@ -44,8 +44,12 @@ def test_speedups_pair_variants_by_point():
         return {"variant": variant, "context": 8192, "batch": 1, "decode_tokens_per_s": tps,
                 "bound_bytes_per_step": bound, "kv_cache_bytes": bound - 100}
     sp = speedups([row("hybrid", 30.0, 600), row("no-lazy", 20.0, 1100), row("transformers", 10.0, 1100)])
-    assert sp == [{"context": 8192, "batch": 1, "vs_no_lazy": 1.5, "vs_transformers": 3.0,
+    assert sp == [{"context": 8192, "batch": 1, "vs_no_lazy": 1.5, "vs_transformers": 3.0, "vs_genai_windowed": None,
+                   "no_lazy_vs_genai_full": None, "prefill_vs_genai_windowed": None,
                    "bound": pytest.approx(1100 / 600), "kv_ratio": pytest.approx(500 / 1000)}]
+    peers = [row("genai-windowed", 20.0, 600), row("genai-full", 25.0, 1100)]
+    sp = speedups([row("hybrid", 30.0, 600), row("no-lazy", 20.0, 1100), *peers])[0]
+    assert sp["vs_genai_windowed"] == 1.5 and sp["no_lazy_vs_genai_full"] == 0.8
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from ltexport.backends.ort.session import OrtStep
 from ltexport.backends.trt import is_available as trt_available
@@ -15,24 +14,9 @@ from ltexport.export.onnx_export import export_onnx
 from ltexport.hybrid.model import HybridModel
 from ltexport.hybrid.step import TorchStep
 from ltexport.outputs import why_not_owned
-from ltexport.plan.schema import Plan, save_plan
+from ltexport.plan.schema import save_plan
 from tests.conftest import assert_umask_modes, assert_user_error, run_cli
-
-
-def tiny_plan(source, lazy=(1, 3), window=14, prefill="dense"):
-    return Plan(model=source.spec().plan_header(), sink=2, window=window, lazy_layers=list(lazy), prefill=prefill)
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_models, tmp_path_factory):
-    """name -> (hybrid, model.onnx path), each tiny model exported once."""
-    built = {}
-    for name, (source, model) in tiny_models.items():
-        prefill = "streaming" if name == "tiny-qwen2" else "dense"
-        hybrid = HybridModel(model, tiny_plan(source, prefill=prefill)).eval()
-        out = tmp_path_factory.mktemp(name)
-        built[name] = (hybrid, export_onnx(hybrid, out))
-    return built
+from tests.export.conftest import tiny_plan
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-mistral", "tiny-qwen2"])
