@@ -1,7 +1,8 @@
 """The fast ONNX Runtime graph (model.ort.onnx) equals model.onnx and the PyTorch reference.
 
 Per tiny architecture: the session's export (tests/export/conftest.py) and the same graph with its
-nodes' `prefill` attribute switched (all that differs between a dense and a streaming export). A 40-token prompt wraps
+nodes' `prefill` attribute switched and the function body folded again (all that differs between a dense and a
+streaming export). A 40-token prompt wraps
 the sink 2 + window 14 ring within one call (tokens superseded in the same call go to the scratch
 slot), then 45 in-place decode steps wrap it again; a ragged batch decodes 40 steps with rows at
 different lengths, plus a multi-token call that FastStep splits by row.
@@ -20,6 +21,7 @@ from ltexport.backends.ort.session import OrtStep
 from ltexport.errors import LtexportError
 from ltexport.export.contract import DATA_FILE, DOMAIN, OP_TYPE
 from ltexport.export.ort_lowering import lower
+from ltexport.export.sink_window_onnx import finalize_model
 from ltexport.hybrid.model import HybridModel
 from ltexport.hybrid.step import TorchStep
 from ltexport.models.sources import TINY_MODELS
@@ -43,11 +45,16 @@ def graphs(request, tiny_models, exported, tmp_path_factory):
 
 
 def _switch_mode(path, prefill, directory):
-    """model.onnx with its SinkWindowAttention nodes switched to `prefill` (all a re-export changes)."""
+    """model.onnx with its SinkWindowAttention nodes switched to `prefill` and the local function folded
+    again for it (all a re-export changes)."""
     model = onnx.load(str(path), load_external_data=False)
     for node in model.graph.node:
         if node.domain == DOMAIN and node.op_type == OP_TYPE:
             next(a for a in node.attribute if a.name == "prefill").s = prefill.encode()
+    kept = [f for f in model.functions if not (f.domain == DOMAIN and f.name == OP_TYPE)]
+    del model.functions[:]
+    model.functions.extend(kept)
+    finalize_model(model, check=False)
     shutil.copy(path.parent / DATA_FILE, directory / DATA_FILE)  # tiny: a copy of the same weights
     path = directory / "model.onnx"
     onnx.save_model(model, str(path))
