@@ -64,3 +64,50 @@ def check_disk(out: Path, needed: int, what: str) -> None:
             f"not enough disk space for {out}: {what} needs {(needed + DISK_MARGIN) / GB:.1f} GB but "
             f"{parent} has {free / GB:.1f} GB free; free space or choose another -o"
         )
+
+
+# --- Memory of plan and eval: the whole model in fp32, or one layer at a time (models/streaming.py) ---
+
+# Python, torch, transformers and a tokenizer before any weight, measured at about 0.6 GB.
+TORCH_BASE = 0.7 * GB
+FITS_FRACTION = 0.6  # the in-memory path is chosen when it needs at most this share of the available memory
+FP32 = 4
+
+
+def layer_activations(sizes, tokens: int, last_queries: int = 0) -> float:
+    """Peak fp32 activations of one decoder layer over `tokens` tokens: a few hidden-size tensors
+    (input, residual, norm, attention output), q/k/v with their RoPE copies, the MLP's gate, up and
+    product, and the lazy ratio's scores over the last queries (attention itself runs in chunks)."""
+    qkv = (sizes.heads + 2 * sizes.kv_heads) * sizes.head_dim
+    per_token = 6 * sizes.hidden + 2 * qkv + 3 * sizes.intermediate
+    ratio = sizes.heads * (tokens * sizes.head_dim + 3 * last_queries * tokens)
+    return FP32 * (tokens * per_token + ratio)
+
+
+def plan_memory(sizes, tokens: int, last_queries: int, streamed: bool) -> float:
+    """Peak bytes of measuring lazy ratios: the fp32 weights held at once (the model, or its largest
+    part plus one tensor being converted), the activations of one layer, and the runtime."""
+    weights = FP32 * (sizes.largest_part + sizes.hidden * sizes.intermediate) if streamed else FP32 * sizes.total
+    return TORCH_BASE + weights + layer_activations(sizes, tokens, last_queries)
+
+
+def choose_streaming(requested: bool | None, in_memory: float, streamed: float, what: str, notice=None,
+                     available: float | None = None) -> bool:
+    """True to run `what` layer by layer. requested: True/False forces a path, None picks the
+    in-memory one when it fits FITS_FRACTION of the available memory (else a one-line notice)."""
+    available = available_memory() if available is None else available
+    if requested is False:
+        _require_memory(in_memory, available, what, "drop --no-stream-layers to stream the model layer by layer")
+        return False
+    if requested is None and in_memory <= FITS_FRACTION * available:
+        return False
+    _require_memory(streamed, available, f"{what}, even layer by layer,", "free memory or use a larger machine")
+    if requested is None and notice is not None:
+        notice(f"{what}: the whole model needs ~{in_memory / GB:.1f} GB, {available / GB:.1f} GB is available; "
+               f"streaming it layer by layer (~{streamed / GB:.1f} GB)")
+    return True
+
+
+def _require_memory(need: float, available: float, what: str, fix: str) -> None:
+    if need > available:
+        raise LtexportError(f"{what} needs ~{need / GB:.1f} GB of memory but {available / GB:.1f} GB is available; {fix}")

@@ -57,9 +57,14 @@ def pick_name(names: list[str], available: set[str], where: str) -> str:
     raise LtexportError(f"{where} has no tensor {' or '.join(names)}; is it a checkpoint of this model's architecture?")
 
 
-def load_weights(model: nn.Module, weights, dtype: torch.dtype, where: str = "the checkpoint") -> nn.Module:
-    """Replace every (meta) parameter of `model` by its tensor from `weights`, converted to `dtype`."""
-    names = shared_names(model, model)
+def load_weights(model: nn.Module, weights, dtype: torch.dtype, where: str = "the checkpoint",
+                 prefix: str = "", names: dict[str, list[str]] | None = None) -> nn.Module:
+    """Replace every (meta) parameter of `model` by its tensor from `weights`, converted to `dtype`.
+
+    `prefix` and `names`: `model` is the submodule of that name in a model whose `shared_names`
+    are `names` (a layer of a skeleton: only that layer's weights are read).
+    """
+    names = shared_names(model, model) if names is None else names
     available = weights.names()
     loaded: dict[int, nn.Parameter] = {}
     for module_name, module in model.named_modules():
@@ -67,11 +72,20 @@ def load_weights(model: nn.Module, weights, dtype: torch.dtype, where: str = "th
             if param is None:
                 continue
             if id(param) not in loaded:
-                full_name = f"{module_name}.{param_name}" if module_name else param_name
+                local = f"{module_name}.{param_name}" if module_name else param_name
+                full_name = f"{prefix}.{local}" if prefix else local
                 source = pick_name(names[full_name], available, where)
                 loaded[id(param)] = nn.Parameter(checked(weights.get(source), param, source, dtype), requires_grad=False)
             module._parameters[param_name] = loaded[id(param)]
     return model
+
+
+def unload_weights(model: nn.Module) -> None:
+    """Back to meta parameters (shapes only): the loaded tensors are freed, buffers stay."""
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is not None:
+                module._parameters[name] = nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=False)
 
 
 def checked(tensor: torch.Tensor, like: torch.Tensor, name: str, dtype: torch.dtype) -> torch.Tensor:
