@@ -11,6 +11,12 @@ from ltexport.plan.identify import PlanConfig, make_plan
 from ltexport.plan.schema import PREFILL_MODES, save_plan
 from ltexport.plan.summary import format_summary, plot_scores
 
+# plan and eval: run the model one decoder layer at a time (default: only when it does not fit in memory).
+stream_layers_option = click.option(
+    "--stream-layers/--no-stream-layers", default=None,
+    help="Run the model one decoder layer at a time, its weights read per layer (a 7B model in a few GB) "
+         "[default: only when the fp32 model does not fit in memory].")
+
 
 def parse_layers(text: str | None) -> list[int] | None:
     if text is None:
@@ -35,6 +41,7 @@ def parse_layers(text: str | None) -> list[int] | None:
               help="dense = LightTransfer-Test, streaming = LightTransfer-Train.")
 @click.option("--context", type=int, default=8192, show_default=True, help="Context for the KV-memory summary.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Also draw per-layer scores to this PNG.")
+@stream_layers_option
 @trust_remote_code_option
 @click.option("--auto", is_flag=True, help="Choose the lazy fraction by evaluation (ltexport eval) within --max-drop.")
 @click.option("--max-drop", type=float, help="--auto: allowed passkey drop (points) and perplexity drop (%).")
@@ -43,8 +50,8 @@ def parse_layers(text: str | None) -> list[int] | None:
 @click.option("--eval-output", type=click.Path(path_type=Path), help="--auto: also write the eval tables and plots here.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("plan.json"), show_default=True)
 def plan_command(model_name, calib_path, calib_tokens, lazy_fraction, layers, sink, window, last_queries,
-                 prefill, context, plot_path, trust_remote_code, auto, max_drop, candidates, eval_contexts,
-                 eval_output, output):
+                 prefill, context, plot_path, stream_layers, trust_remote_code, auto, max_drop, candidates,
+                 eval_contexts, eval_output, output):
     """Measure lazy ratios on calibration text and write plan.json."""
     layer_list = parse_layers(layers)
     if layer_list is not None and lazy_fraction is not None:
@@ -56,7 +63,7 @@ def plan_command(model_name, calib_path, calib_tokens, lazy_fraction, layers, si
         sink=d["sink"] if sink is None else sink, window=d["window"] if window is None else window,
         prefill=prefill, layers=layer_list, last_queries=last_queries, calib_path=calib_path,
         lazy_fraction=d["lazy_fraction"] if lazy_fraction is None else lazy_fraction,
-        calib_tokens=d["calib_tokens"] if calib_tokens is None else calib_tokens,
+        calib_tokens=d["calib_tokens"] if calib_tokens is None else calib_tokens, stream_layers=stream_layers,
     )
     if auto:
         plan = _auto(model_name, trust_remote_code, config, max_drop, candidates, eval_contexts, eval_output)

@@ -58,13 +58,17 @@ def pick_name(names: list[str], available: set[str], where: str) -> str:
 
 
 def load_weights(model: nn.Module, weights, dtype: torch.dtype, where: str = "the checkpoint",
-                 prefix: str = "", names: dict[str, list[str]] | None = None) -> nn.Module:
+                 prefix: str = "", names: dict[str, list[str]] | None = None,
+                 into: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """Replace every (meta) parameter of `model` by its tensor from `weights`, converted to `dtype`.
 
     `prefix` and `names`: `model` is the submodule of that name in a model whose `shared_names`
-    are `names` (a layer of a skeleton: only that layer's weights are read).
+    are `names` (a layer of a skeleton: only that layer's weights are read). `into`: tensors to
+    fill in place, by name within `model` (another layer's, from unload_weights): copying into
+    memory already mapped is several times faster than faulting in new pages.
     """
     names = shared_names(model, model) if names is None else names
+    into = into or {}
     available = weights.names()
     loaded: dict[int, nn.Parameter] = {}
     for module_name, module in model.named_modules():
@@ -73,19 +77,29 @@ def load_weights(model: nn.Module, weights, dtype: torch.dtype, where: str = "th
                 continue
             if id(param) not in loaded:
                 local = f"{module_name}.{param_name}" if module_name else param_name
-                full_name = f"{prefix}.{local}" if prefix else local
-                source = pick_name(names[full_name], available, where)
-                loaded[id(param)] = nn.Parameter(checked(weights.get(source), param, source, dtype), requires_grad=False)
+                source = pick_name(names[f"{prefix}.{local}" if prefix else local], available, where)
+                loaded[id(param)] = nn.Parameter(_filled(weights.get(source), param, source, dtype, into.get(local)),
+                                                 requires_grad=False)
             module._parameters[param_name] = loaded[id(param)]
     return model
 
 
-def unload_weights(model: nn.Module) -> None:
-    """Back to meta parameters (shapes only): the loaded tensors are freed, buffers stay."""
-    for module in model.modules():
+def _filled(tensor: torch.Tensor, like: torch.Tensor, name: str, dtype: torch.dtype, buffer=None) -> torch.Tensor:
+    if buffer is not None and buffer.shape == like.shape and buffer.dtype == dtype:
+        return buffer.copy_(check_shape(tensor, tuple(like.shape), name))
+    return checked(tensor, like, name, dtype)
+
+
+def unload_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Back to meta parameters (shapes only); returns the released tensors by name within `model`
+    (free once dropped, or refilled by `load_weights(into=...)`). Buffers stay."""
+    released = {}
+    for module_name, module in model.named_modules():
         for name, param in list(module._parameters.items()):
             if param is not None:
+                released[f"{module_name}.{name}" if module_name else name] = param.data
                 module._parameters[name] = nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=False)
+    return released
 
 
 def checked(tensor: torch.Tensor, like: torch.Tensor, name: str, dtype: torch.dtype) -> torch.Tensor:

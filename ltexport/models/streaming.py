@@ -59,23 +59,39 @@ class LayerStream:
         self._module_names = {id(m): name for name, m in self.skeleton.named_modules()}
         self.decoder = self.skeleton.get_decoder()
         self.sizes = model_sizes(self.skeleton, source.config)
+        self._spare = None  # the last decoder layer's fp32 tensors, refilled by the next layer
+
 
     @property
     def num_layers(self) -> int:
         return len(self.decoder.layers)
 
+    def _load(self, module, into=None) -> None:
+        prefix = self._module_names[id(module)]
+        load_weights(module, self.weights, torch.float32, self.where, prefix=prefix, names=self._names, into=into)
+
     @contextmanager
     def loaded(self, module):
-        """`module` (a part of the skeleton) with its fp32 weights, freed on exit."""
-        prefix = self._module_names[id(module)]
-        load_weights(module, self.weights, torch.float32, self.where, prefix=prefix, names=self._names)
+        """`module` (a part of the skeleton) with its fp32 weights, back to meta on exit."""
+        self._spare = None  # a layer's leftover tensors go before any other part is loaded
+        self._load(module)
         try:
             yield module
         finally:
             unload_weights(module)
 
+    @contextmanager
     def layer(self, index: int):
-        return self.loaded(self.decoder.layers[index])
+        """Decoder layer `index` with its fp32 weights, copied into the previous layer's tensors (same
+        shapes: no new pages to fault in), which are kept for the next layer until another part loads."""
+        module = self.decoder.layers[index]
+        spare, self._spare = self._spare, None
+        self._load(module, into=spare)
+        del spare
+        try:
+            yield module
+        finally:
+            self._spare = unload_weights(module)
 
     @torch.inference_mode()
     def embed(self, sequences: list[list[int]]) -> list[torch.Tensor]:
