@@ -92,12 +92,12 @@ def plan_memory(sizes, tokens: int, last_queries: int, streamed: bool) -> float:
 
 
 def choose_streaming(requested: bool | None, in_memory: float, streamed: float, what: str, notice=None,
-                     available: float | None = None) -> bool:
+                     in_memory_fix: str = "drop --no-stream-layers to stream the model layer by layer") -> bool:
     """True to run `what` layer by layer. requested: True/False forces a path, None picks the
     in-memory one when it fits FITS_FRACTION of the available memory (else a one-line notice)."""
-    available = available_memory() if available is None else available
+    available = available_memory()
     if requested is False:
-        _require_memory(in_memory, available, what, "drop --no-stream-layers to stream the model layer by layer")
+        _require_memory(in_memory, available, what, in_memory_fix)
         return False
     if requested is None and in_memory <= FITS_FRACTION * available:
         return False
@@ -111,3 +111,23 @@ def choose_streaming(requested: bool | None, in_memory: float, streamed: float, 
 def _require_memory(need: float, available: float, what: str, fix: str) -> None:
     if need > available:
         raise LtexportError(f"{what} needs ~{need / GB:.1f} GB of memory but {available / GB:.1f} GB is available; {fix}")
+
+
+def eval_memory(sizes, longest: int, tokens: int, rows: int, streamed: bool, variants: int = 1,
+                prefill_chunk: int = 1024) -> float:
+    """Peak bytes of `ltexport eval` over texts of `tokens` tokens in all (hidden states of every
+    variant's stream included), the longest `longest`, scoring up to `rows` positions per text.
+
+    In memory: the fp32 model, one chunk's activations, and the original's caches at the longest
+    context plus one transplanted copy per variant. Layer by layer: one part's weights, one layer's
+    activations at the longest text, every stream's hidden states, the original's keys and values
+    at one layer, and the scored rows' logits."""
+    if not streamed:
+        caches = FP32 * 2 * sizes.num_layers * sizes.kv_heads * sizes.head_dim * longest * (1 + variants)
+        chunk = min(longest, prefill_chunk) if prefill_chunk else longest
+        return TORCH_BASE + FP32 * sizes.total + layer_activations(sizes, chunk) + caches
+    weights = FP32 * (sizes.largest_part + sizes.hidden * sizes.intermediate)
+    held = FP32 * sizes.hidden * tokens
+    keys = FP32 * 2 * sizes.kv_heads * sizes.head_dim * longest
+    logits = FP32 * 2 * sizes.vocab * rows
+    return TORCH_BASE + weights + layer_activations(sizes, longest) + held + keys + logits

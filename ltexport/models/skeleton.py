@@ -63,12 +63,13 @@ def load_weights(model: nn.Module, weights, dtype: torch.dtype, where: str = "th
     """Replace every (meta) parameter of `model` by its tensor from `weights`, converted to `dtype`.
 
     `prefix` and `names`: `model` is the submodule of that name in a model whose `shared_names`
-    are `names` (a layer of a skeleton: only that layer's weights are read). `into`: tensors to
-    fill in place, by name within `model` (another layer's, from unload_weights): copying into
-    memory already mapped is several times faster than faulting in new pages.
+    are `names` (a layer of a skeleton: only that layer's weights are read). `into`: every
+    parameter gets a tensor of its own (never the weight source's, which a converted tensor of the
+    same dtype would be), filled in place where `into` has one of that name and shape (another
+    layer's, from unload_weights): copying into mapped memory is several times faster than
+    faulting in new pages.
     """
     names = shared_names(model, model) if names is None else names
-    into = into or {}
     available = weights.names()
     loaded: dict[int, nn.Parameter] = {}
     for module_name, module in model.named_modules():
@@ -78,16 +79,19 @@ def load_weights(model: nn.Module, weights, dtype: torch.dtype, where: str = "th
             if id(param) not in loaded:
                 local = f"{module_name}.{param_name}" if module_name else param_name
                 source = pick_name(names[f"{prefix}.{local}" if prefix else local], available, where)
-                loaded[id(param)] = nn.Parameter(_filled(weights.get(source), param, source, dtype, into.get(local)),
-                                                 requires_grad=False)
+                tensor = check_shape(weights.get(source), tuple(param.shape), source)
+                loaded[id(param)] = nn.Parameter(_owned(tensor, dtype, into, local), requires_grad=False)
             module._parameters[param_name] = loaded[id(param)]
     return model
 
 
-def _filled(tensor: torch.Tensor, like: torch.Tensor, name: str, dtype: torch.dtype, buffer=None) -> torch.Tensor:
-    if buffer is not None and buffer.shape == like.shape and buffer.dtype == dtype:
-        return buffer.copy_(check_shape(tensor, tuple(like.shape), name))
-    return checked(tensor, like, name, dtype)
+def _owned(tensor: torch.Tensor, dtype: torch.dtype, into: dict | None, name: str) -> torch.Tensor:
+    if into is None:
+        return tensor.to(dtype)
+    buffer = into.get(name)
+    if buffer is None or buffer.shape != tensor.shape or buffer.dtype != dtype:
+        buffer = torch.empty(tensor.shape, dtype=dtype)
+    return buffer.copy_(tensor)
 
 
 def unload_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -100,10 +104,6 @@ def unload_weights(model: nn.Module) -> dict[str, torch.Tensor]:
                 released[f"{module_name}.{name}" if module_name else name] = param.data
                 module._parameters[name] = nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=False)
     return released
-
-
-def checked(tensor: torch.Tensor, like: torch.Tensor, name: str, dtype: torch.dtype) -> torch.Tensor:
-    return check_shape(tensor, tuple(like.shape), name).to(dtype)
 
 
 def check_shape(tensor: torch.Tensor, shape: tuple, name: str) -> torch.Tensor:

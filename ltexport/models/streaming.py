@@ -66,7 +66,7 @@ class LayerStream:
     def num_layers(self) -> int:
         return len(self.decoder.layers)
 
-    def _load(self, module, into=None) -> None:
+    def _load(self, module, into) -> None:
         prefix = self._module_names[id(module)]
         load_weights(module, self.weights, torch.float32, self.where, prefix=prefix, names=self._names, into=into)
 
@@ -74,7 +74,7 @@ class LayerStream:
     def loaded(self, module):
         """`module` (a part of the skeleton) with its fp32 weights, back to meta on exit."""
         self._spare = None  # a layer's leftover tensors go before any other part is loaded
-        self._load(module)
+        self._load(module, into={})
         try:
             yield module
         finally:
@@ -86,7 +86,7 @@ class LayerStream:
         shapes: no new pages to fault in), which are kept for the next layer until another part loads."""
         module = self.decoder.layers[index]
         spare, self._spare = self._spare, None
-        self._load(module, into=spare)
+        self._load(module, into=spare or {})
         del spare
         try:
             yield module
