@@ -12,7 +12,7 @@ from ltexport.evaluate import passkey as pk
 from ltexport.evaluate.perplexity import decode_perplexity, perplexity_of
 from ltexport.evaluate.select import drops
 from ltexport.evaluate.steps import SharedPrefill, Variant, greedy, ort_variant, prefill, torch_variant
-from ltexport.evaluate.streamed import Text, passkey_cell, passkey_text, score_texts, streamed_variant
+from ltexport.evaluate.streamed import Text, passkey_cell, passkey_text, score_texts, should_stream, streamed_variant
 from ltexport.plan.identify import PlanConfig, choose_lazy_layers, make_plan
 from ltexport.plan.schema import Plan, check_window, load_plan
 from ltexport.progress import progress
@@ -213,36 +213,6 @@ def _perplexity_ids(tokenizer, contexts) -> tuple[list[int], dict]:
     return ids, {"source": text.source, "sha256": text.sha256, "tokens_used": max(contexts)}
 
 
-def stream_or_not(config: EvalConfig, source, contexts: list[int]) -> bool:
-    """Whether to evaluate layer by layer (preflight, before any weight is loaded)."""
-    from ltexport import preflight
-    from ltexport.models.streaming import model_sizes
-
-    if config.builds and config.stream_layers:
-        raise LtexportError("--build runs an ONNX graph with ONNX Runtime, which holds the whole model: "
-                            "it cannot be evaluated layer by layer; drop --stream-layers")
-    sizes = model_sizes(source.skeleton("fp32"), source.config)
-    fractions = [f for f in config.lazy_fractions if f > 0]
-    variants = 1 + len(config.plans) + len(fractions) + len(config.builds)
-    answer, cells = config.digits + 3, len(config.depths)
-    tokens = sum(c * (cells + 1) + answer * cells for c in contexts)
-    tails = (variants - 1) * len(contexts) * (cells * answer + config.ppl_tokens)
-    rows = max(config.ppl_tokens, answer)
-
-    def need(streamed):
-        estimate = preflight.eval_memory(sizes, max(contexts), tokens + tails, rows, streamed, variants,
-                                         config.prefill_chunk)
-        if fractions:
-            calib = config.plan_config.calib_tokens if config.plan_config else source.defaults["calib_tokens"]
-            estimate = max(estimate, preflight.plan_memory(sizes, calib, 64, streamed))
-        return estimate
-
-    requested = False if config.builds else config.stream_layers
-    return preflight.choose_streaming(requested, need(False), need(True), "evaluating", config.log,
-                                      in_memory_fix="--build needs the whole fp32 model in memory: evaluate "
-                                                    "builds on a larger machine, or evaluate plans (--plan)")
-
-
 def evaluate(config: EvalConfig) -> tuple[dict, list[Plan]]:
     """Runs everything; returns (results, plans made from --lazy-fractions)."""
     from ltexport.models.sources import resolve
@@ -253,7 +223,7 @@ def evaluate(config: EvalConfig) -> tuple[dict, list[Plan]]:
     start = time.perf_counter()
     tokenizer, _ = source.text_tokenizer()
     pk.build_prompt(tokenizer, min(contexts), 0.5, "1" * config.digits, _chat(config, tokenizer))  # too short?
-    streamed = stream_or_not(config, source, contexts)
+    streamed = should_stream(config, source, contexts)
     model = None if streamed else source.load_model("fp32")
     timings["load"] = time.perf_counter() - start
     start = time.perf_counter()

@@ -32,15 +32,45 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ltexport import preflight
+from ltexport.errors import LtexportError
 from ltexport.evaluate import passkey as pk
 from ltexport.evaluate.perplexity import log_softmax_nll
 from ltexport.evaluate.steps import Variant, can_transplant
-from ltexport.models.streaming import LayerStream
+from ltexport.models.streaming import LayerStream, model_sizes
 from ltexport.plan.schema import Plan
 from ltexport.plan.stream_attention import CAUSAL, StreamCall, Visibility, install
 from ltexport.progress import progress
 
 BACKEND = "torch-streamed"
+
+
+def should_stream(config, source, contexts: list[int]) -> bool:
+    """Whether to evaluate layer by layer (`config`: an EvalConfig). Preflight, before any weight is
+    loaded: the peak memory of both paths, from the skeleton and the texts' lengths."""
+    if config.builds and config.stream_layers:
+        raise LtexportError("--build runs an ONNX graph with ONNX Runtime, which holds the whole model: "
+                            "it cannot be evaluated layer by layer; drop --stream-layers")
+    sizes = model_sizes(source.skeleton("fp32"), source.config)
+    fractions = [f for f in config.lazy_fractions if f > 0]
+    variants = 1 + len(config.plans) + len(fractions) + len(config.builds)
+    answer, cells = config.digits + 3, len(config.depths)
+    tokens = sum(c * (cells + 1) + answer * cells for c in contexts)
+    tails = (variants - 1) * len(contexts) * (cells * answer + config.ppl_tokens)
+    rows = max(config.ppl_tokens, answer)
+
+    def need(streamed):
+        estimate = preflight.eval_memory(sizes, max(contexts), tokens + tails, rows, streamed, variants,
+                                         config.prefill_chunk)
+        if fractions:
+            calib = config.plan_config.calib_tokens if config.plan_config else source.defaults["calib_tokens"]
+            estimate = max(estimate, preflight.plan_memory(sizes, calib, 64, streamed))
+        return estimate
+
+    if config.builds:
+        fix = "--build needs the whole fp32 model in memory: evaluate builds on a larger machine, or plans (--plan)"
+        return preflight.choose_streaming(False, need(False), need(True), "evaluating", config.log, in_memory_fix=fix)
+    return preflight.choose_streaming(config.stream_layers, need(False), need(True), "evaluating", config.log)
 
 
 def streamed_variant(name: str, plan: Plan, model_window: int | None, origin: str | None = None) -> Variant:
@@ -65,7 +95,6 @@ class Stream:
     start: int     # > 0: the positions before come from the original model's stream
     hidden: torch.Tensor
     rope: tuple
-    scores: dict | None = None
 
 
 def layer_call(plan: Plan, layer: int, prompt: int, start: int) -> StreamCall:
@@ -93,10 +122,7 @@ def score_texts(source, variants: list[Variant], texts: list[Text], show_progres
         bar.update(1)
     bar.close()
     with stream.head() as head:
-        for text, row in zip(texts, table):
-            for s in row:
-                s.scores = _scores(head, text, s, row[0])
-    return [[s.scores for s in row] for row in table]
+        return [[_scores(head, text, s, row[0]) for s in row] for text, row in zip(texts, table)]
 
 
 def _start_streams(stream: LayerStream, variants: list[Variant], texts: list[Text]) -> list[list[Stream]]:

@@ -13,7 +13,6 @@ import torch
 
 from ltexport.models.skeleton import load_weights, parameter_count, shared_names, unload_weights
 
-FP32 = 4
 
 
 @dataclass(frozen=True)
