@@ -14,7 +14,6 @@ import torch
 from ltexport.models.skeleton import load_weights, parameter_count, shared_names, unload_weights
 
 
-
 @dataclass(frozen=True)
 class ModelSizes:
     """Parameter counts from the skeleton (shapes only) and the widths activations scale with."""

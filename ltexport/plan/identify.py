@@ -69,9 +69,9 @@ def make_plan(source: ModelSource, config: PlanConfig, progress=print, model=Non
             "pass a longer --calib file or lower --calib-tokens"
         )
     ids = ids[: config.calib_tokens]
-    how = " (layer by layer)" if streamed else ""
-    tokens = "calibration tokens" if token_kind == "tokenizer" else f"calibration tokens, {token_kind}"
-    progress(f"measuring lazy ratios of {spec.num_layers} layers on {len(ids)} {tokens}{how} ...")
+    kind = "" if token_kind == "tokenizer" else f", {token_kind}"
+    how = ", layer by layer" if streamed else ""
+    progress(f"measuring lazy ratios of {spec.num_layers} layers on {len(ids)} calibration tokens{kind}{how} ...")
     scores = _measure(source, ids, config, model, streamed)
     calibration = {
         "method": "lazy-ratio", "tokens": len(ids), "last_queries": config.last_queries,
