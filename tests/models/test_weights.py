@@ -19,7 +19,7 @@ def test_gguf_weights_and_layer_streamed_lazy_ratios_match_transformers():
     assert weights.names() | {"lm_head.weight"} == set(want)  # tied: the head is the embedding
     for name in weights.names():
         assert torch.equal(weights.get(name), want[name]), name
-    ids = torch.randint(3, source.spec().vocab_size, (1024,), generator=torch.Generator().manual_seed(0)).tolist()
-    options = dict(sink=4, window=252, last_queries=64)
+    ids = torch.randint(3, source.spec().vocab_size, (512,), generator=torch.Generator().manual_seed(0)).tolist()
+    options = dict(sink=4, window=124, last_queries=64)
     streamed = stream_lazy_ratios(source, ids, **options, show_progress=False)
     assert streamed == pytest.approx(measure_lazy_ratios(reference.eval(), torch.tensor([ids]), **options), abs=1e-5)
