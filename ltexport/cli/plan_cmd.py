@@ -66,7 +66,7 @@ def plan_command(model_name, calib_path, calib_tokens, lazy_fraction, layers, si
         calib_tokens=d["calib_tokens"] if calib_tokens is None else calib_tokens, stream_layers=stream_layers,
     )
     if auto:
-        plan = _auto(model_name, trust_remote_code, config, max_drop, candidates, eval_contexts, eval_output, stream_layers)
+        plan = _auto(model_name, trust_remote_code, config, max_drop, candidates, eval_contexts, eval_output)
     else:
         plan = make_plan(source, config, progress=lambda msg: click.echo(msg, err=True))
     save_plan(plan, output)
@@ -91,7 +91,7 @@ def _check_auto(auto, max_drop, layers, lazy_fraction, candidates, eval_contexts
         raise LtexportError("--auto needs --max-drop, e.g. --max-drop 5 (passkey points and perplexity percent)")
 
 
-def _auto(model_name, trust_remote_code, config, max_drop, candidates, eval_contexts, eval_output, stream_layers):
+def _auto(model_name, trust_remote_code, config, max_drop, candidates, eval_contexts, eval_output):
     from ltexport.cli.eval_cmd import check_output_dir
     from ltexport.evaluate.auto import DEFAULT_CANDIDATES, auto_plan
     from ltexport.evaluate.report import write_outputs
@@ -104,7 +104,7 @@ def _auto(model_name, trust_remote_code, config, max_drop, candidates, eval_cont
     fractions = parse_fractions(candidates, "--candidates", allow_zero=False) if candidates else list(DEFAULT_CANDIDATES)
     eval_config = EvalConfig(model=model_name, trust_remote_code=trust_remote_code, lazy_fractions=fractions, plan_config=config,
                              contexts=parse_ints(eval_contexts, "--eval-contexts") if eval_contexts else None,
-                             stream_layers=stream_layers, log=lambda msg: click.echo(msg, err=True))
+                             stream_layers=config.stream_layers, log=lambda msg: click.echo(msg, err=True))
 
     def save_evidence(results):
         if eval_output is not None:

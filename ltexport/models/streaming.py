@@ -49,6 +49,8 @@ def model_sizes(skeleton, config) -> ModelSizes:
 
 
 class LayerStream:
+    """A source's skeleton and weights, one part loaded at a time (see the module doc)."""
+
     def __init__(self, source):
         self.skeleton = source.skeleton("fp32")
         self.weights = source.weights()
@@ -56,9 +58,7 @@ class LayerStream:
         self._names = shared_names(self.skeleton, self.skeleton)
         self._module_names = {id(m): name for name, m in self.skeleton.named_modules()}
         self.decoder = self.skeleton.get_decoder()
-        self.sizes = model_sizes(self.skeleton, source.config)
         self._spare = None  # the last decoder layer's fp32 tensors, refilled by the next layer
-
 
     @property
     def num_layers(self) -> int:
