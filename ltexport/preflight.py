@@ -64,3 +64,70 @@ def check_disk(out: Path, needed: int, what: str) -> None:
             f"not enough disk space for {out}: {what} needs {(needed + DISK_MARGIN) / GB:.1f} GB but "
             f"{parent} has {free / GB:.1f} GB free; free space or choose another -o"
         )
+
+
+# --- Memory of plan and eval: the whole model in fp32, or one layer at a time (models/streaming.py) ---
+
+# Python, torch, transformers and a tokenizer before any weight, measured at about 0.6 GB.
+TORCH_BASE = 0.7 * GB
+FITS_FRACTION = 0.6  # the in-memory path is chosen when it needs at most this share of the available memory
+FP32 = 4
+
+
+def layer_activations(sizes, tokens: int, last_queries: int = 0) -> float:
+    """Peak fp32 activations of one decoder layer over `tokens` tokens: a few hidden-size tensors
+    (input, residual, norm, attention output), q/k/v with their RoPE copies, the MLP's gate, up and
+    product, and the lazy ratio's scores over the last queries (attention itself runs in chunks)."""
+    qkv = (sizes.heads + 2 * sizes.kv_heads) * sizes.head_dim
+    per_token = 6 * sizes.hidden + 2 * qkv + 3 * sizes.intermediate
+    ratio = sizes.heads * (tokens * sizes.head_dim + 3 * last_queries * tokens)
+    return FP32 * (tokens * per_token + ratio)
+
+
+def plan_memory(sizes, tokens: int, last_queries: int, streamed: bool) -> float:
+    """Peak bytes of measuring lazy ratios: the fp32 weights held at once (the model, or its largest
+    part plus one tensor being converted), the activations of one layer, and the runtime."""
+    weights = FP32 * (sizes.largest_part + sizes.hidden * sizes.intermediate) if streamed else FP32 * sizes.total
+    return TORCH_BASE + weights + layer_activations(sizes, tokens, last_queries)
+
+
+def choose_streaming(requested: bool | None, in_memory: float, streamed: float, what: str, notice=None,
+                     in_memory_fix: str = "drop --no-stream-layers to stream the model layer by layer") -> bool:
+    """True to run `what` layer by layer. requested: True/False forces a path, None picks the
+    in-memory one when it fits FITS_FRACTION of the available memory (else a one-line notice)."""
+    available = available_memory()
+    if requested is False:
+        _require_memory(in_memory, available, what, in_memory_fix)
+        return False
+    if requested is None and in_memory <= FITS_FRACTION * available:
+        return False
+    _require_memory(streamed, available, f"{what}, even layer by layer,", "free memory or use a larger machine")
+    if requested is None and notice is not None:
+        notice(f"{what}: the whole model needs ~{in_memory / GB:.1f} GB, {available / GB:.1f} GB is available; "
+               f"streaming it layer by layer (~{streamed / GB:.1f} GB)")
+    return True
+
+
+def _require_memory(need: float, available: float, what: str, fix: str) -> None:
+    if need > available:
+        raise LtexportError(f"{what} needs ~{need / GB:.1f} GB of memory but {available / GB:.1f} GB is available; {fix}")
+
+
+def eval_memory(sizes, longest: int, tokens: int, rows: int, streamed: bool, variants: int = 1,
+                prefill_chunk: int = 1024) -> float:
+    """Peak bytes of `ltexport eval` over texts of `tokens` tokens in all (hidden states of every
+    variant's stream included), the longest `longest`, scoring up to `rows` positions per text.
+
+    In memory: the fp32 model, one chunk's activations, and the original's caches at the longest
+    context plus one transplanted copy per variant. Layer by layer: one part's weights, one layer's
+    activations at the longest text, every stream's hidden states, the original's keys and values
+    at one layer, and the scored rows' logits."""
+    if not streamed:
+        caches = FP32 * 2 * sizes.num_layers * sizes.kv_heads * sizes.head_dim * longest * (1 + variants)
+        chunk = min(longest, prefill_chunk) if prefill_chunk else longest
+        return TORCH_BASE + FP32 * sizes.total + layer_activations(sizes, chunk) + caches
+    weights = FP32 * (sizes.largest_part + sizes.hidden * sizes.intermediate)
+    held = FP32 * sizes.hidden * tokens
+    keys = FP32 * 2 * sizes.kv_heads * sizes.head_dim * longest
+    logits = FP32 * 2 * sizes.vocab * rows
+    return TORCH_BASE + weights + layer_activations(sizes, longest) + held + keys + logits

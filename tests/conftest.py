@@ -40,6 +40,17 @@ def smollm2_build(tmp_path_factory):
     return tmp / "out"
 
 
+@pytest.fixture(scope="session")
+def mistral_width_checkpoint(tmp_path_factory):
+    """A random 4-layer checkpoint with Mistral-7B's widths (hidden 4096, vocab 32000, 2.3 GB fp16, no
+    tokenizer), written once per session."""
+    from benchmarks.random_checkpoint import MISTRAL_7B_V02, write_checkpoint
+
+    path = tmp_path_factory.mktemp("mistral-7b-width") / "model"
+    write_checkpoint(path, dict(MISTRAL_7B_V02, num_hidden_layers=4))
+    return path
+
+
 def run_cli(args, cwd=None):
     """Run the CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
     from click.testing import CliRunner

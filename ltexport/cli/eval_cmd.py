@@ -7,6 +7,8 @@ import click
 
 from ltexport.cli import main, trust_remote_code_option
 from ltexport.cli.params import Whole
+from ltexport.cli.plan_cmd import stream_layers_option
+from ltexport.errors import LtexportError
 from ltexport.models.sources import DEFAULT_MODEL, resolve
 from ltexport.outputs import check_output_dir
 from ltexport.plan.identify import PlanConfig
@@ -40,11 +42,13 @@ def _log(message: str) -> None:
 @click.option("--calib-tokens", type=int, help="For --lazy-fractions.")
 @click.option("--raw", is_flag=True, help="Do not wrap passkey prompts in the tokenizer's chat template.")
 @click.option("--seed", type=Whole(min=0), default=0, show_default=True)
+@stream_layers_option
 @trust_remote_code_option
 @click.option("--json", "as_json", is_flag=True, help="Print eval.json to stdout instead of the table.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Directory for eval.json/.md and PNGs.")
 def eval_command(model_name, plans, lazy_fractions, builds, genai, genai_peers, contexts, depths, digits, ppl_tokens, prefill_chunk,
-                 sink, window, prefill, calib_path, calib_tokens, raw, seed, trust_remote_code, as_json, output):
+                 sink, window, prefill, calib_path, calib_tokens, raw, seed, stream_layers, trust_remote_code, as_json,
+                 output):
     """Passkey retrieval and decode perplexity of the original model and each hybrid."""
     from ltexport.evaluate.report import format_markdown, write_outputs
     from ltexport.evaluate.run import MARKER, EvalConfig, evaluate
@@ -59,7 +63,7 @@ def eval_command(model_name, plans, lazy_fractions, builds, genai, genai_peers, 
         plan_config=_plan_config(model_name, sink, window, prefill, calib_path, calib_tokens) if fractions else None,
         contexts=parse_ints(contexts, "--contexts") if contexts else None,
         depths=parse_fractions(depths, "--depths"), digits=digits, ppl_tokens=ppl_tokens,
-        prefill_chunk=prefill_chunk, chat=False if raw else None, seed=seed, log=_log)
+        prefill_chunk=prefill_chunk, chat=False if raw else None, seed=seed, stream_layers=stream_layers, log=_log)
     results, made = evaluate(config)
     with staged_dir(output, MARKER) as stage:
         write_outputs(results, stage, made)

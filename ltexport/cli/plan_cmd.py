@@ -14,6 +14,12 @@ from ltexport.plan.schema import PREFILL_MODES, is_plan_file, plan_text
 from ltexport.plan.summary import format_summary, scores_png
 from ltexport.staging import write_files_atomic
 
+# plan and eval: run the model one decoder layer at a time (default: only when it does not fit in memory).
+stream_layers_option = click.option(
+    "--stream-layers/--no-stream-layers", default=None,
+    help="Run the model one decoder layer at a time, its weights read per layer (a 7B model in a few GB) "
+         "[default: only when the fp32 model does not fit in memory].")
+
 
 def parse_layers(text: str | None) -> list[int] | None:
     if text is None:
@@ -38,6 +44,7 @@ def parse_layers(text: str | None) -> list[int] | None:
               help="dense = LightTransfer-Test, streaming = LightTransfer-Train.")
 @click.option("--context", type=Whole(min=1), default=8192, show_default=True, help="Context for the KV-memory summary.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Also draw per-layer scores to this PNG.")
+@stream_layers_option
 @trust_remote_code_option
 @click.option("--auto", is_flag=True, help="Choose the lazy fraction by evaluation (ltexport eval) within --max-drop.")
 @click.option("--max-drop", type=Finite(min=0), help="--auto: allowed passkey drop (points) and perplexity drop (%).")
@@ -46,8 +53,8 @@ def parse_layers(text: str | None) -> list[int] | None:
 @click.option("--eval-output", type=click.Path(path_type=Path), help="--auto: also write the eval tables and plots here.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("plan.json"), show_default=True)
 def plan_command(model_name, calib_path, calib_tokens, lazy_fraction, layers, sink, window, last_queries,
-                 prefill, context, plot_path, trust_remote_code, auto, max_drop, candidates, eval_contexts,
-                 eval_output, output):
+                 prefill, context, plot_path, stream_layers, trust_remote_code, auto, max_drop, candidates,
+                 eval_contexts, eval_output, output):
     """Measure lazy ratios on calibration text and write plan.json."""
     layer_list = parse_layers(layers)
     if layer_list is not None and lazy_fraction is not None:
@@ -64,7 +71,7 @@ def plan_command(model_name, calib_path, calib_tokens, lazy_fraction, layers, si
         sink=d["sink"] if sink is None else sink, window=d["window"] if window is None else window,
         prefill=prefill, layers=layer_list, last_queries=last_queries, calib_path=calib_path,
         lazy_fraction=d["lazy_fraction"] if lazy_fraction is None else lazy_fraction,
-        calib_tokens=d["calib_tokens"] if calib_tokens is None else calib_tokens,
+        calib_tokens=d["calib_tokens"] if calib_tokens is None else calib_tokens, stream_layers=stream_layers,
     )
     if auto:
         plan = _auto(model_name, trust_remote_code, config, max_drop, candidates, eval_contexts, eval_output)
@@ -106,7 +113,7 @@ def _auto(model_name, trust_remote_code, config, max_drop, candidates, eval_cont
     fractions = parse_fractions(candidates, "--candidates", allow_zero=False) if candidates else list(DEFAULT_CANDIDATES)
     eval_config = EvalConfig(model=model_name, trust_remote_code=trust_remote_code, lazy_fractions=fractions, plan_config=config,
                              contexts=parse_ints(eval_contexts, "--eval-contexts") if eval_contexts else None,
-                             log=lambda msg: click.echo(msg, err=True))
+                             stream_layers=config.stream_layers, log=lambda msg: click.echo(msg, err=True))
 
     def save_evidence(results):
         if eval_output is not None:

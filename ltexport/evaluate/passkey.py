@@ -72,6 +72,14 @@ def make_key(rng, digits: int) -> str:
     return str(int(rng.integers(10 ** (digits - 1), 10 ** digits)))
 
 
+def key_tokens(tokenizer, key: str) -> list[int]:
+    """The tokens of " <key>" as they follow the answer prefix (tokenized in that context when the
+    tokenizer keeps the prefix's tokens intact)."""
+    prefix = _encode(tokenizer, ANSWER_PREFIX)
+    whole = _encode(tokenizer, f"{ANSWER_PREFIX} {key}")
+    return whole[len(prefix):] if whole[:len(prefix)] == prefix else _encode(tokenizer, f" {key}")
+
+
 def score_answer(text: str, key: str) -> tuple[str, bool]:
     """The first number in the answer, and whether it is the key (exactly, not a prefix)."""
     match = re.search(r"\d+", text)

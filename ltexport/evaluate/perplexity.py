@@ -31,9 +31,12 @@ def decode_perplexity(variant: Variant, ids: list[int], scored: int, prefill_chu
     """`ids` is the whole context; `shared` prefills ids[:-scored] with the original model."""
     prompt, tail = ids[:-scored], ids[-scored:]
     step, chunk, past, caches = _scoring_start(variant, prompt, prefill_chunk, score_chunk, shared)
-    values = score_tokens(step, tail, past, caches, chunk)
-    mean = float(values.mean())
-    return {"ppl": math.exp(mean), "nll": mean, "tokens": int(values.size)}
+    return perplexity_of(score_tokens(step, tail, past, caches, chunk))
+
+
+def perplexity_of(nll: np.ndarray) -> dict:
+    mean = float(nll.mean())
+    return {"ppl": math.exp(mean), "nll": mean, "tokens": int(nll.size)}
 
 
 def _scoring_start(variant: Variant, prompt: list[int], prefill_chunk: int, score_chunk: int, shared):

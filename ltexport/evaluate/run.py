@@ -10,12 +10,13 @@ import numpy as np
 
 from ltexport.errors import LtexportError
 from ltexport.evaluate import passkey as pk
-from ltexport.evaluate.perplexity import decode_perplexity
+from ltexport.evaluate.perplexity import decode_perplexity, perplexity_of
 from ltexport.evaluate.select import drops
 from ltexport.evaluate.steps import SharedPrefill, Variant, greedy, ort_variant, prefill, torch_variant
+from ltexport.evaluate.streamed import Text, passkey_cell, passkey_text, score_texts, should_stream, streamed_variant
 from ltexport.outputs import Marker
 from ltexport.plan.identify import PlanConfig, check_config as check_plan_config, choose_lazy_layers, make_plan
-from ltexport.plan.schema import Plan, load_plan
+from ltexport.plan.schema import Plan, check_window, load_plan
 from ltexport.progress import progress
 
 FORMAT = "ltexport-eval"
@@ -42,6 +43,7 @@ class EvalConfig:
     chat: bool | None = None  # None: the tokenizer's chat template when it has one
     seed: int = 0
     trust_remote_code: bool = False  # passed to transformers when loading config, tokenizer and weights
+    stream_layers: bool | None = None  # None: layer by layer only when the fp32 model does not fit in memory
     show_progress: bool = True
     log: object = field(default=print, repr=False)
 
@@ -81,30 +83,39 @@ def check_config(config: EvalConfig, spec) -> list[int]:
 
 
 def make_variants(config: EvalConfig, source, model, log) -> list[Variant]:
+    """model None: variants for the layer-streamed pass."""
     spec = source.spec()
+
+    def variant(name, plan, origin=None):
+        if model is None:
+            return streamed_variant(name, plan, spec.sliding_window, origin)
+        return torch_variant(name, model, plan, origin=origin)
+
     variants = []
     for path in config.plans:
         plan = load_plan(path)
         plan.check_against(spec)
-        variants.append(torch_variant(Path(path).stem, model, plan, origin=str(path)))
+        variants.append(variant(Path(path).stem, plan, origin=str(path)))
     for plan in fraction_plans(source, model, config, log):
-        variants.append(torch_variant(f"lazy-{plan.calibration['lazy_fraction']:g}", model, plan))
+        variants.append(variant(f"lazy-{plan.calibration['lazy_fraction']:g}", plan))
     for out in config.builds:
         variants.append(_build_variant(Path(out), spec))
     d = source.defaults
     original = Plan(model=spec.plan_header(), sink=d["sink"], window=d["window"], lazy_layers=[])
-    return [torch_variant("original", model, original), *_unique_names(variants)]
+    return [variant("original", original), *_unique_names(variants)]
 
 
 def fraction_plans(source, model, config: EvalConfig, log) -> list[Plan]:
-    """One calibration run (lazy ratios measured once), then the layers of each fraction."""
+    """One calibration run (lazy ratios measured once), then the layers of each fraction.
+    model None: the calibration streams layer by layer too."""
     fractions = [f for f in config.lazy_fractions if f > 0]
     if not fractions:
         return []
     d = source.defaults
     plan_config = config.plan_config or PlanConfig(sink=d["sink"], window=d["window"], calib_tokens=d["calib_tokens"])
-    base = make_plan(source, replace(plan_config, lazy_fraction=max(fractions), layers=None),
-                     progress=log, model=model)
+    plan_config = replace(plan_config, lazy_fraction=max(fractions), layers=None,
+                          stream_layers=True if model is None else plan_config.stream_layers)
+    base = make_plan(source, plan_config, progress=log, model=model)
     return [plan_for_fraction(base, f) for f in fractions]
 
 
@@ -174,12 +185,7 @@ def _accuracy(cells: list[dict]) -> dict:
 
 
 def run_perplexity(variants, model, tokenizer, contexts, config: EvalConfig) -> tuple[dict, dict]:
-    from ltexport.evaluate.texts import perplexity_text
-
-    text = perplexity_text()
-    ids = list(tokenizer.encode(text.text))[: max(contexts)]
-    if len(ids) < max(contexts):
-        raise LtexportError(f"the perplexity text has only {len(ids)} tokens; use --contexts up to {len(ids)}")
+    ids, text = _perplexity_ids(tokenizer, contexts)
     results = {v.name: {} for v in variants}
     bar = progress(len(contexts) * len(variants), "perplexity", config.show_progress)
     for context in contexts:
@@ -190,7 +196,38 @@ def run_perplexity(variants, model, tokenizer, contexts, config: EvalConfig) -> 
                                                               config.score_chunk, shared)
             bar.update(1)
     bar.close()
-    return results, {"source": text.source, "sha256": text.sha256, "tokens_used": max(contexts)}
+    return results, text
+
+
+def run_streamed(source, variants, tokenizer, contexts, config: EvalConfig) -> tuple[dict, bool, dict, dict]:
+    """Passkey and perplexity of every variant in one layer-streamed, teacher-forced pass (streamed.py)."""
+    chat = _chat(config, tokenizer)
+    rng = np.random.default_rng(config.seed)  # the same keys as the in-memory path
+    prompts = [pk.build_prompt(tokenizer, c, d, pk.make_key(rng, config.digits), chat)
+               for c in contexts for d in config.depths]
+    keys = [pk.key_tokens(tokenizer, p.key) for p in prompts]
+    ids, text = _perplexity_ids(tokenizer, contexts)
+    n = config.ppl_tokens
+    windows = [Text(ids[:c], c - n, range(c - n, c - 1)) for c in contexts]
+    scores = score_texts(source, variants, [passkey_text(p, k) for p, k in zip(prompts, keys)] + windows,
+                         config.show_progress)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    passkey, ppl = {}, {}
+    for i, v in enumerate(variants):
+        cells = [passkey_cell(tokenizer, p, k, row[i]["argmax"], eos) for p, k, row in zip(prompts, keys, scores)]
+        passkey[v.name] = {"cells": cells, **_accuracy(cells)}
+        ppl[v.name] = {str(c): perplexity_of(row[i]["nll"]) for c, row in zip(contexts, scores[len(prompts):])}
+    return passkey, chat, ppl, text
+
+
+def _perplexity_ids(tokenizer, contexts) -> tuple[list[int], dict]:
+    from ltexport.evaluate.texts import perplexity_text
+
+    text = perplexity_text()
+    ids = list(tokenizer.encode(text.text))[: max(contexts)]
+    if len(ids) < max(contexts):
+        raise LtexportError(f"the perplexity text has only {len(ids)} tokens; use --contexts up to {len(ids)}")
+    return ids, {"source": text.source, "sha256": text.sha256, "tokens_used": max(contexts)}
 
 
 def evaluate(config: EvalConfig) -> tuple[dict, list[Plan]]:
@@ -201,9 +238,10 @@ def evaluate(config: EvalConfig) -> tuple[dict, list[Plan]]:
     contexts = check_config(config, source.spec())
     timings = {}
     start = time.perf_counter()
-    tokenizer = source.load_tokenizer()
+    tokenizer, _ = source.text_tokenizer()
     pk.build_prompt(tokenizer, min(contexts), 0.5, "1" * config.digits, _chat(config, tokenizer))  # too short?
-    model = source.load_model("fp32")
+    streamed = should_stream(config, source, contexts)
+    model = None if streamed else source.load_model("fp32")
     timings["load"] = time.perf_counter() - start
     start = time.perf_counter()
     variants = make_variants(config, source, model, config.log)
@@ -230,17 +268,21 @@ def _evaluate(config, source, model, tokenizer, contexts, variants, timings):
         raise LtexportError(f"no context exceeds sink + window of the hybrids ({min(v.evicts_at for v in variants[1:])}): "
                             "nothing is evicted, so they cannot differ from the original; add a longer --contexts")
     start = time.perf_counter()
-    passkey, chat = run_passkey(variants, model, tokenizer, contexts, config)
-    timings["passkey"] = time.perf_counter() - start
-    start = time.perf_counter()
-    ppl, text = run_perplexity(variants, model, tokenizer, contexts, config)
-    timings["perplexity"] = time.perf_counter() - start
-    results = _assemble(config, source, contexts, variants, passkey, ppl, chat, text, timings)
+    if streamed:
+        passkey, chat, ppl, text = run_streamed(source, variants, tokenizer, contexts, config)
+        timings["layer_streamed_pass"] = time.perf_counter() - start
+    else:
+        passkey, chat = run_passkey(variants, model, tokenizer, contexts, config)
+        timings["passkey"] = time.perf_counter() - start
+        start = time.perf_counter()
+        ppl, text = run_perplexity(variants, model, tokenizer, contexts, config)
+        timings["perplexity"] = time.perf_counter() - start
+    results = _assemble(config, source, contexts, variants, passkey, ppl, chat, text, timings, streamed)
     made = [v.plan for v in variants if v.name.startswith("lazy-") and v.origin is None]
     return results, made
 
 
-def _assemble(config, source, contexts, variants, passkey, ppl, chat, text, timings) -> dict:
+def _assemble(config, source, contexts, variants, passkey, ppl, chat, text, timings, streamed=False) -> dict:
     entries = []
     for v in variants:
         entry = {**v.describe(), "passkey": passkey[v.name], "perplexity": ppl[v.name]}
@@ -249,7 +291,8 @@ def _assemble(config, source, contexts, variants, passkey, ppl, chat, text, timi
         entry["drops"] = drops(entries[0], entry, v.evicts_at)
     settings = {"contexts": contexts, "depths": config.depths, "digits": config.digits, "chat_template": chat,
                 "ppl_tokens": config.ppl_tokens, "prefill_chunk": config.prefill_chunk,
-                "score_chunk": config.score_chunk, "seed": config.seed, "perplexity_text": text}
+                "score_chunk": config.score_chunk, "seed": config.seed, "perplexity_text": text,
+                "layer_streamed": streamed, "passkey_scoring": "teacher-forced" if streamed else "greedy"}
     return {"format": FORMAT, "version": 1, "model": config.model, "source": source.describe(),
             "settings": settings, "variants": entries, "timings_s": {k: round(t, 2) for k, t in timings.items()},
             "versions": _versions()}

@@ -57,9 +57,19 @@ def pick_name(names: list[str], available: set[str], where: str) -> str:
     raise LtexportError(f"{where} has no tensor {' or '.join(names)}; is it a checkpoint of this model's architecture?")
 
 
-def load_weights(model: nn.Module, weights, dtype: torch.dtype, where: str = "the checkpoint") -> nn.Module:
-    """Replace every (meta) parameter of `model` by its tensor from `weights`, converted to `dtype`."""
-    names = shared_names(model, model)
+def load_weights(model: nn.Module, weights, dtype: torch.dtype, where: str = "the checkpoint",
+                 prefix: str = "", names: dict[str, list[str]] | None = None,
+                 into: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """Replace every (meta) parameter of `model` by its tensor from `weights`, converted to `dtype`.
+
+    `prefix` and `names`: `model` is the submodule of that name in a model whose `shared_names`
+    are `names` (a layer of a skeleton: only that layer's weights are read). `into`: every
+    parameter gets a tensor of its own (never the weight source's, which a converted tensor of the
+    same dtype would be), filled in place where `into` has one of that name and shape (another
+    layer's, from unload_weights): copying into mapped memory is several times faster than
+    faulting in new pages.
+    """
+    names = shared_names(model, model) if names is None else names
     available = weights.names()
     loaded: dict[int, nn.Parameter] = {}
     for module_name, module in model.named_modules():
@@ -67,15 +77,33 @@ def load_weights(model: nn.Module, weights, dtype: torch.dtype, where: str = "th
             if param is None:
                 continue
             if id(param) not in loaded:
-                full_name = f"{module_name}.{param_name}" if module_name else param_name
-                source = pick_name(names[full_name], available, where)
-                loaded[id(param)] = nn.Parameter(checked(weights.get(source), param, source, dtype), requires_grad=False)
+                local = f"{module_name}.{param_name}" if module_name else param_name
+                source = pick_name(names[f"{prefix}.{local}" if prefix else local], available, where)
+                tensor = check_shape(weights.get(source), tuple(param.shape), source)
+                loaded[id(param)] = nn.Parameter(_owned(tensor, dtype, into, local), requires_grad=False)
             module._parameters[param_name] = loaded[id(param)]
     return model
 
 
-def checked(tensor: torch.Tensor, like: torch.Tensor, name: str, dtype: torch.dtype) -> torch.Tensor:
-    return check_shape(tensor, tuple(like.shape), name).to(dtype)
+def _owned(tensor: torch.Tensor, dtype: torch.dtype, into: dict | None, name: str) -> torch.Tensor:
+    if into is None:
+        return tensor.to(dtype)
+    buffer = into.get(name)
+    if buffer is None or buffer.shape != tensor.shape or buffer.dtype != dtype:
+        buffer = torch.empty(tensor.shape, dtype=dtype)
+    return buffer.copy_(tensor)
+
+
+def unload_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Back to meta parameters (shapes only); returns the released tensors by name within `model`
+    (free once dropped, or refilled by `load_weights(into=...)`). Buffers stay."""
+    released = {}
+    for module_name, module in model.named_modules():
+        for name, param in list(module._parameters.items()):
+            if param is not None:
+                released[f"{module_name}.{name}" if module_name else name] = param.data
+                module._parameters[name] = nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=False)
+    return released
 
 
 def check_shape(tensor: torch.Tensor, shape: tuple, name: str) -> torch.Tensor:

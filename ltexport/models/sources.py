@@ -93,29 +93,28 @@ class ModelSource:
         return empty_model(truncated_config(self.config, num_layers), torch_dtype_of(dtype))
 
     def weights(self):
-        """Checkpoint tensors by name: streamed from safetensors, or the in-memory model's state dict
-        for sources without safetensors (tiny built-ins, GGUF, both small)."""
+        """Checkpoint tensors by name, one at a time: from safetensors, dequantized from a .gguf
+        file, or (tiny built-ins) the seeded random model's state dict."""
         from ltexport.models.weights import SafetensorsWeights, StateDictWeights
 
-        if self.kind == "tiny" or self.gguf_file is not None:
-            return StateDictWeights(self._memory_model.state_dict())
+        if self.kind == "tiny":
+            return StateDictWeights(self._tiny_model.state_dict())
+        if self.gguf_file is not None:
+            return self._gguf_weights
         _require_safetensors(self.path)
         return SafetensorsWeights(self.path)
 
     @cached_property
-    def _memory_model(self):
-        """Tiny: the seeded random model; GGUF: dequantized by transformers (fp32, loaded once)."""
-        import torch
+    def _tiny_model(self):
+        return _tiny_model(copy.deepcopy(self.config)).eval()
 
-        if self.kind == "tiny":
-            return _tiny_model(copy.deepcopy(self.config)).eval()
-        from transformers import AutoModelForCausalLM
+    @cached_property
+    def _gguf_weights(self):
+        """One reader per source: parsing a .gguf header takes seconds."""
+        from ltexport.models.weights import GGUFWeights
 
-        try:  # config=: the one already read (reading a GGUF's config parses the file again)
-            return AutoModelForCausalLM.from_pretrained(
-                str(self.path), gguf_file=self.gguf_file, config=copy.deepcopy(self.config), dtype=torch.float32,
-                trust_remote_code=self.trust_remote_code, local_files_only=True,
-            ).eval()
+        try:
+            return GGUFWeights(self.path / self.gguf_file, self.config)
         except MemoryError:
             raise
         except Exception as exc:  # a GGUF whose header reads but whose tensors are damaged or cut short
@@ -125,6 +124,17 @@ class ModelSource:
         if self.kind == "tiny" or self.gguf_file is not None:
             return True
         return any((self.path / f).is_file() for f in _TOKENIZER_FILES)
+
+    def text_tokenizer(self):
+        """(tokenizer, what it is): the model's own, or UTF-8 bytes as token ids when its directory
+        has none (e.g. a random-weight benchmark checkpoint): valid ids for any vocabulary >= 256."""
+        from ltexport.models.tokenizers import ByteTokenizer
+
+        if self.has_tokenizer():
+            return self.load_tokenizer(), "tokenizer"
+        if self.spec().vocab_size < 256:
+            raise LtexportError(f"{self.path} has no tokenizer and a vocabulary under 256 ids; add the model's tokenizer files")
+        return ByteTokenizer(), "utf-8 bytes (no tokenizer in the model directory)"
 
     def load_tokenizer(self):
         if self.kind == "tiny":

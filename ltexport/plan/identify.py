@@ -21,6 +21,7 @@ class PlanConfig:
     last_queries: int = 64
     calib_path: Path | None = None
     calib_tokens: int = 4096
+    stream_layers: bool | None = None  # None: layer by layer only when the fp32 model does not fit in memory
 
 
 def default_calibration_text() -> str:
@@ -75,8 +76,9 @@ def make_plan(source: ModelSource, config: PlanConfig, progress=print, model=Non
     common = dict(model=spec.plan_header(), sink=config.sink, window=config.window, prefill=config.prefill)
     if config.layers is not None:
         return Plan(lazy_layers=list(config.layers), **common)
+    streamed = model is None and _stream(source, config, progress)
     text = read_calibration_text(config.calib_path) if config.calib_path else default_calibration_text()
-    tokenizer = source.load_tokenizer()
+    tokenizer, token_kind = source.text_tokenizer()
     ids = tokenizer.encode(text)
     if len(ids) < config.calib_tokens:
         raise LtexportError(
@@ -84,23 +86,40 @@ def make_plan(source: ModelSource, config: PlanConfig, progress=print, model=Non
             "pass a longer --calib file or lower --calib-tokens"
         )
     ids = ids[: config.calib_tokens]
-    progress(f"measuring lazy ratios of {spec.num_layers} layers on {len(ids)} calibration tokens ...")
-    scores = _measure(source, ids, config, model)
+    kind = "" if token_kind == "tokenizer" else f", {token_kind}"
+    how = ", layer by layer" if streamed else ""
+    progress(f"measuring lazy ratios of {spec.num_layers} layers on {len(ids)} calibration tokens{kind}{how} ...")
+    scores = _measure(source, ids, config, model, streamed)
     calibration = {
         "method": "lazy-ratio", "tokens": len(ids), "last_queries": config.last_queries,
         "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "source": str(config.calib_path) if config.calib_path else "ltexport/data/calibration.txt",
         "lazy_fraction": config.lazy_fraction,
     }
+    if token_kind != "tokenizer":
+        calibration["token_ids"] = token_kind
     return Plan(lazy_layers=choose_lazy_layers(scores, config.lazy_fraction),
                 scores=[round(s, 6) for s in scores], calibration=calibration, **common)
 
 
-def _measure(source: ModelSource, ids: list[int], config: PlanConfig, model=None) -> list[float]:
+def _stream(source: ModelSource, config: PlanConfig, notice) -> bool:
+    """Whether to measure layer by layer (preflight: before any weight is loaded)."""
+    from ltexport import preflight
+    from ltexport.models.streaming import model_sizes
+
+    sizes = model_sizes(source.skeleton("fp32"), source.config)
+    in_memory, streamed = (preflight.plan_memory(sizes, config.calib_tokens, config.last_queries, s) for s in (False, True))
+    return preflight.choose_streaming(config.stream_layers, in_memory, streamed, "measuring lazy ratios", notice)
+
+
+def _measure(source: ModelSource, ids: list[int], config: PlanConfig, model=None, streamed: bool = False) -> list[float]:
     import torch
 
     from ltexport.plan.lazy_ratio import measure_lazy_ratios
+    from ltexport.plan.streamed import stream_lazy_ratios
 
+    options = dict(sink=config.sink, window=config.window, last_queries=config.last_queries)
+    if streamed:
+        return stream_lazy_ratios(source, ids, **options)
     model = model if model is not None else source.load_model("fp32")
-    return measure_lazy_ratios(model, torch.tensor([ids]), sink=config.sink, window=config.window,
-                               last_queries=config.last_queries)
+    return measure_lazy_ratios(model, torch.tensor([ids]), **options)

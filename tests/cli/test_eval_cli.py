@@ -10,11 +10,18 @@ from tests.conftest import assert_user_error, run_cli
 FAST = ["--contexts", "450,600", "--depths", "0.5", "--ppl-tokens", "24"]
 
 
-def test_eval_lazy_fractions_writes_tables_plots_and_plans(tmp_path):
-    out = tmp_path / "ev"
+@pytest.fixture(scope="module")
+def fraction_eval(tmp_path_factory):
+    """The in-memory eval of tiny-llama at fractions 0 and 0.5: (eval.json, output directory)."""
+    out = tmp_path_factory.mktemp("eval") / "ev"
     result = run_cli(["eval", "--model", "tiny-llama", "--lazy-fractions", "0,0.5", *FAST, "--json", "-o", out])
     assert result.exit_code == 0, result.stderr
-    doc = json.loads(result.stdout)
+    return json.loads(result.stdout), out
+
+
+def test_eval_lazy_fractions_writes_tables_plots_and_plans(fraction_eval):
+    doc, out = fraction_eval
+    assert doc["settings"]["layer_streamed"] is False and doc["settings"]["passkey_scoring"] == "greedy"
     assert doc["format"] == "ltexport-eval" and [v["name"] for v in doc["variants"]] == ["original", "lazy-0.5"]
     original, hybrid = doc["variants"]
     assert hybrid["lazy_layers"] == load_plan(out / "plan-0.5.json").lazy_layers and len(hybrid["lazy_layers"]) == 2
@@ -24,6 +31,24 @@ def test_eval_lazy_fractions_writes_tables_plots_and_plans(tmp_path):
     for name in ("passkey.png", "perplexity.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert "| lazy-0.5 | 2 (50%) |" in (out / "eval.md").read_text()
+
+
+def test_layer_streamed_eval_gives_the_in_memory_results(fraction_eval, tmp_path, monkeypatch):
+    """Chosen by itself when the model does not fit (one notice line), and equal to the in-memory eval."""
+    monkeypatch.setattr("ltexport.preflight.available_memory", lambda: 1.0e9)  # in memory: > 60% of 1 GB
+    result = run_cli(["eval", "--model", "tiny-llama", "--lazy-fractions", "0,0.5", *FAST, "--json", "-o", tmp_path / "ev"])
+    assert result.exit_code == 0, result.stderr
+    assert sum("evaluating: the whole model needs" in line for line in result.stderr.splitlines()) == 1
+    doc, want = json.loads(result.stdout), fraction_eval[0]
+    assert doc["settings"]["layer_streamed"] is True and doc["settings"]["passkey_scoring"] == "teacher-forced"
+    assert [v["lazy_layers"] for v in doc["variants"]] == [v["lazy_layers"] for v in want["variants"]]
+    for got, ref in zip(doc["variants"], want["variants"]):
+        assert got["backend"] == "torch-streamed"
+        for context, scores in ref["perplexity"].items():
+            assert got["perplexity"][context]["ppl"] == pytest.approx(scores["ppl"], rel=1e-4)
+            assert got["perplexity"][context]["tokens"] == scores["tokens"]
+        assert [c["correct"] for c in got["passkey"]["cells"]] == [c["correct"] for c in ref["passkey"]["cells"]]
+        assert [c["key"] for c in got["passkey"]["cells"]] == [c["key"] for c in ref["passkey"]["cells"]]
 
 
 @pytest.fixture
@@ -42,10 +67,11 @@ def test_onnx_build_gives_the_pytorch_reference_results(tiny_build, tmp_path):
         assert ort_v["perplexity"][context]["ppl"] == pytest.approx(torch_v["perplexity"][context]["ppl"], rel=1e-4)
 
 
-def test_auto_plan_records_its_evidence(tmp_path):
+def test_auto_plan_records_its_evidence_and_streams_to_the_same_choice(tmp_path):
+    args = ["plan", "--model", "tiny-llama", "--auto", "--max-drop", "1000", "--candidates", "0.25,0.5",
+            "--eval-contexts", "450"]
     out = tmp_path / "auto.json"
-    result = run_cli(["plan", "--model", "tiny-llama", "--auto", "--max-drop", "1000", "--candidates", "0.25,0.5",
-                      "--eval-contexts", "450", "-o", out, "--eval-output", tmp_path / "evidence"])
+    result = run_cli([*args, "-o", out, "--eval-output", tmp_path / "evidence"])
     assert result.exit_code == 0, result.stderr
     plan = load_plan(out)
     auto = plan.metadata["auto"]
@@ -53,9 +79,17 @@ def test_auto_plan_records_its_evidence(tmp_path):
     assert [c["lazy_fraction"] for c in auto["candidates"]] == [0.25, 0.5]
     assert all(c["within"] for c in auto["candidates"]) and "rule" in auto
     assert "(chosen)" in result.stdout and (tmp_path / "evidence" / "eval.json").is_file()
+    streamed = run_cli([*args, "--stream-layers", "-o", tmp_path / "streamed.json"])
+    assert streamed.exit_code == 0, streamed.stderr
+    other = load_plan(tmp_path / "streamed.json")
+    assert other.lazy_layers == plan.lazy_layers and other.scores == pytest.approx(plan.scores, abs=1e-5)
+    ppl = [[c["ppl"]["450"] for c in p.metadata["auto"]["candidates"]] for p in (plan, other)]
+    assert ppl[1] == pytest.approx(ppl[0], rel=1e-4)
+    assert other.metadata["auto"]["settings"]["layer_streamed"] is True
 
 
 @pytest.mark.parametrize("args, fragments", [
+    (["--build", "nowhere", "--stream-layers"], ["cannot be evaluated layer by layer"]),
     (["--contexts", "450"], ["nothing to compare", "--lazy-fractions"]),
     (["--lazy-fractions", "0"], ["nothing to compare"]),
     (["--lazy-fractions", "0.5", "--contexts", "a,b"], ["--contexts must be comma-separated integers"]),
