@@ -8,7 +8,6 @@ import click
 from ltexport.cli import main, trust_remote_code_option
 from ltexport.cli.params import Whole
 from ltexport.cli.plan_cmd import stream_layers_option
-from ltexport.errors import LtexportError
 from ltexport.models.sources import DEFAULT_MODEL, resolve
 from ltexport.outputs import check_output_dir
 from ltexport.plan.identify import PlanConfig

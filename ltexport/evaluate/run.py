@@ -16,7 +16,7 @@ from ltexport.evaluate.steps import SharedPrefill, Variant, greedy, ort_variant,
 from ltexport.evaluate.streamed import Text, passkey_cell, passkey_text, score_texts, should_stream, streamed_variant
 from ltexport.outputs import Marker
 from ltexport.plan.identify import PlanConfig, check_config as check_plan_config, choose_lazy_layers, make_plan
-from ltexport.plan.schema import Plan, check_window, load_plan
+from ltexport.plan.schema import Plan, load_plan
 from ltexport.progress import progress
 
 FORMAT = "ltexport-eval"
@@ -59,6 +59,10 @@ def check_config(config: EvalConfig, spec) -> list[int]:
         raise LtexportError("nothing to compare with the original: pass --plan, --lazy-fractions, --build or --genai")
     if config.genai_peers and not config.plans:
         raise LtexportError("--genai-peers builds onnxruntime-genai's models for a plan's lazy layers; pass --plan")
+    if config.stream_layers and (config.builds or config.genai or config.genai_peers):
+        what = "--build" if config.builds else "--genai/--genai-peers"
+        raise LtexportError(f"{what} runs ONNX graphs that hold the whole model, not layer by layer: "
+                            "it cannot be evaluated layer by layer; drop --stream-layers")
     margin = config.digits + 4
     contexts = config.contexts or default_contexts(spec.max_positions, margin)
     if spec.max_positions and max(contexts) + margin > spec.max_positions:
@@ -241,6 +245,9 @@ def evaluate(config: EvalConfig) -> tuple[dict, list[Plan]]:
     tokenizer, _ = source.text_tokenizer()
     pk.build_prompt(tokenizer, min(contexts), 0.5, "1" * config.digits, _chat(config, tokenizer))  # too short?
     streamed = should_stream(config, source, contexts)
+    if streamed and (config.genai or config.genai_peers):  # chosen by the preflight, not asked for
+        raise LtexportError("the model only fits layer by layer, but onnxruntime-genai models are scored beside the "
+                            "whole in-memory model; drop --genai/--genai-peers or use a machine with more memory")
     model = None if streamed else source.load_model("fp32")
     timings["load"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -248,7 +255,7 @@ def evaluate(config: EvalConfig) -> tuple[dict, list[Plan]]:
     timings["calibrate"] = time.perf_counter() - start
     with tempfile.TemporaryDirectory(prefix="ltexport-eval-") as tmp:
         variants += _genai_variants(config, source, Path(tmp))
-        return _evaluate(config, source, model, tokenizer, contexts, variants, timings)
+        return _evaluate(config, source, model, tokenizer, contexts, variants, timings, streamed)
 
 
 def _genai_variants(config: EvalConfig, source, tmp: Path) -> list[Variant]:
@@ -262,7 +269,7 @@ def _genai_variants(config: EvalConfig, source, tmp: Path) -> list[Variant]:
     return [genai_variant(name, d, source.spec()) for name, d in dirs.items()]
 
 
-def _evaluate(config, source, model, tokenizer, contexts, variants, timings):
+def _evaluate(config, source, model, tokenizer, contexts, variants, timings, streamed):
     longest = max(contexts)
     if all(v.evicts_at >= longest for v in variants[1:]):
         raise LtexportError(f"no context exceeds sink + window of the hybrids ({min(v.evicts_at for v in variants[1:])}): "
