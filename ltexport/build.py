@@ -254,9 +254,9 @@ def run_validation(out_dir: Path, source: ModelSource, plan: Plan, backend: str,
     """engine: build.json's record of an engine built but not run here (TensorRT-RTX), stated in the report."""
     from ltexport.hybrid.model import HybridModel
     from ltexport.hybrid.step import TorchStep
-    from ltexport.validate.compare import compare_backend
+    from ltexport.validate.compare import Candidate, compare_backends
     from ltexport.validate.drift import quality_drift
-    from ltexport.validate.fast_graph import fast_section
+    from ltexport.validate.fast_graph import fast_candidate, fast_section, has_fast_graph
     from ltexport.validate.report import make_report, write_report
 
     graph_dir, graph_plan = _validated_graph(out_dir, plan, scope)
@@ -268,11 +268,14 @@ def run_validation(out_dir: Path, source: ModelSource, plan: Plan, backend: str,
     original = source.load_model(dtype, scope.layers)  # a prefix loads only its layers' weights
     timings["load_reference"] = time.perf_counter() - start
     start = time.perf_counter()
-    runner = _backend_runner(graph_dir, backend)
+    candidates = [Candidate(_backend_runner(graph_dir, backend))]
+    if backend == "ort" and has_fast_graph(graph_dir):  # the fast graph against the same reference pass
+        log(f"  ... and the fast ONNX Runtime graph ({ORT_MODEL_FILE}) the same way")
+        candidates.append(fast_candidate(graph_dir))
     reference = TorchStep(HybridModel(original, graph_plan).eval())
-    comparison = compare_backend(runner, reference, prompt, decode_steps, tol)
+    comparison, *others = compare_backends(candidates, reference, prompt, decode_steps, tol)
+    fast = others[0] if others else None
     timings["validate"] = time.perf_counter() - start
-    fast = _validate_fast_graph(graph_dir, backend, reference, prompt, decode_steps, tol, timings, log)
     drift = quality_drift(original, prompt, comparison.reference_tokens, comparison.reference_logits)
     scope_info.update(prompt_tokens=len(prompt), prompt=prompt_kind, decode_steps=decode_steps)
     report = make_report(comparison, backend=backend, dtype=dtype, drift=drift, timings=timings, scope=scope_info,
@@ -283,19 +286,6 @@ def run_validation(out_dir: Path, source: ModelSource, plan: Plan, backend: str,
         report["status"] = "fail"
     write_report(out_dir, report, comparison, polygraphy_dir=graph_dir)
     return report
-
-
-def _validate_fast_graph(graph_dir, backend, reference, prompt, decode_steps, tol, timings, log):
-    """ONNX Runtime builds: the fast graph gets the same comparison (None when there is none)."""
-    from ltexport.validate.fast_graph import compare_fast_graph, has_fast_graph
-
-    if backend != "ort" or not has_fast_graph(graph_dir):
-        return None
-    log(f"validating the fast ONNX Runtime graph ({ORT_MODEL_FILE}) the same way ...")
-    start = time.perf_counter()
-    fast = compare_fast_graph(graph_dir, reference, prompt, decode_steps, tol)
-    timings["validate_ort_graph"] = time.perf_counter() - start
-    return fast
 
 
 def _previous_scope(out: Path) -> dict:

@@ -6,7 +6,7 @@ memory at one step's outputs. A separate free-running greedy loop per backend ch
 """
 
 from collections import OrderedDict
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -104,52 +104,85 @@ def _stats_only_when_logged():
             setattr(comp_util, name, fn)
 
 
-def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int, tol: Tolerance,
-                    greedy: bool = True, greedy_step=None) -> Comparison:
-    """`runner`: a Polygraphy runner for the compiled graph; `reference`: a TorchStep.
+@dataclass
+class Candidate:
+    """A compiled graph to validate: its Polygraphy runner, and optionally the step function its free-running
+    greedy decode uses instead of the runner (e.g. FastStep, which updates its caches in place)."""
 
-    greedy: also let the backend decode on its own caches (greedy_agreement), whatever the runner;
-    through `greedy_step` when given (a step function, e.g. FastStep's in-place decode), else the runner.
-    """
-    from ltexport.validate.runner_step import RunnerStep
+    runner: object
+    greedy_step: object = None
 
-    from polygraphy.comparator import Comparator, IterationResult, RunResults
+
+class _Tally:
+    """One candidate's statistics over the reference's path."""
+
+    def __init__(self, candidate: Candidate, tol: Tolerance):
+        from ltexport.validate.runner_step import RunnerStep
+
+        self.candidate, self.tol = candidate, tol
+        self.step = RunnerStep(candidate.runner)
+        self.stats: dict[str, CheckStats] = {}
+        self.first_results = self.first_feed = self.prefilled = None
+
+    def add(self, index: int, feed, ref_out, compare) -> None:
+        from polygraphy.comparator import Comparator, IterationResult, RunResults
+
+        name = self.candidate.runner.name
+        out = self.step.infer(feed)
+        results = RunResults([(name, [IterationResult(out, runner_name=name)]),
+                              (REFERENCE_NAME, [IterationResult(ref_out, runner_name=REFERENCE_NAME)])])
+        accuracy = Comparator.compare_accuracy(results, compare_func=compare, fail_fast=False)
+        phase = "prefill" if index == 0 else "decode"
+        for accuracy_result in accuracy:  # one per compare function: a {runner pair: [iteration]} dict
+            for output, result in next(iter(accuracy_result.values()))[0].items():
+                group = f"{phase}/{_group(output)}"
+                self.stats.setdefault(group, CheckStats(group, self.tol.atol, self.tol.rtol)).add(
+                    result, out[output], ref_out[output])
+        if index == 0:
+            self.first_results, self.first_feed = results, feed
+            # the runner's own prefill is where its free-running greedy decode starts
+            self.prefilled = (out[LOGITS][0, -1], out[PRESENT_LEN], [out[present_name(n)] for n in self.step.cache_names])
+
+    def finish(self, prompt_ids, tokens, logits, greedy: bool) -> Comparison:
+        agreement = {}
+        if greedy:  # another step than the runner prefills for itself
+            own = self.candidate.greedy_step
+            agreement = greedy_agreement(own or self.step, prompt_ids, tokens, logits, self.tol,
+                                         None if own else self.prefilled)
+        return Comparison(list(self.stats.values()), agreement, tokens, logits, self.first_results, self.first_feed)
+
+
+def compare_backends(candidates: list[Candidate], reference, prompt_ids: list[int], decode_steps: int, tol: Tolerance,
+                     greedy: bool = True) -> list[Comparison]:
+    """Every candidate against `reference` (a TorchStep) along one pass of the reference's greedy path:
+    the reference runs once however many graphs are compared. Then each candidate's free-running greedy
+    decode (greedy_agreement)."""
     from polygraphy.comparator.compare import SimpleCompareFunc
     from polygraphy.logger import G_LOGGER
 
     G_LOGGER.module_severity = G_LOGGER.ERROR  # one line per build, not per step
     compare = SimpleCompareFunc(atol=tol.atol, rtol=tol.rtol)
-    stats: dict[str, CheckStats] = {}
-    first_results, first_feed, tokens, logits = None, None, [], []
-    with runner, _stats_only_when_logged(), progress(decode_steps + 1, "validating: reference and backend, step by step") as bar:
-        step = RunnerStep(runner)
+    tokens, logits = [], []
+    with ExitStack() as stack:
+        for candidate in candidates:
+            stack.enter_context(candidate.runner)
+        stack.enter_context(_stats_only_when_logged())
+        bar = stack.enter_context(progress(decode_steps + 1, "validating: reference and backend, step by step"))
+        tallies = [_Tally(c, tol) for c in candidates]
         for index, (feed, ref_out) in enumerate(reference_feeds(reference, prompt_ids, decode_steps)):
-            # The reference already ran on this feed to choose the path: reuse its outputs.
-            out = step.infer(feed)
-            results = RunResults([
-                (runner.name, [IterationResult(out, runner_name=runner.name)]),
-                (REFERENCE_NAME, [IterationResult(ref_out, runner_name=REFERENCE_NAME)]),
-            ])
-            accuracy = Comparator.compare_accuracy(results, compare_func=compare, fail_fast=False)
-            phase = "prefill" if index == 0 else "decode"
-            for accuracy_result in accuracy:  # one per compare function: a {runner pair: [iteration]} dict
-                for name, result in next(iter(accuracy_result.values()))[0].items():
-                    group = f"{phase}/{_group(name)}"
-                    stats.setdefault(group, CheckStats(group, tol.atol, tol.rtol)).add(result, out[name], ref_out[name])
-            if index == 0:
-                first_results, first_feed = results, feed
-                # the backend's own prefill is where its free-running greedy decode starts
-                prefilled = (out[LOGITS][0, -1], out[PRESENT_LEN], [out[present_name(n)] for n in step.cache_names])
+            for tally in tallies:  # the reference already ran on this feed to choose the path: reuse its outputs
+                tally.add(index, feed, ref_out, compare)
             last = ref_out[LOGITS][0, -1]
             tokens.append(int(np.argmax(last)))
             logits.append(last.astype(np.float32))
             bar.update()
-        if greedy:  # the runner's own prefill starts its greedy decode; another step prefills for itself
-            agreement = greedy_agreement(greedy_step or step, prompt_ids, tokens, logits, tol,
-                                         None if greedy_step else prefilled)
-        else:
-            agreement = {}
-    return Comparison(list(stats.values()), agreement, tokens, logits, first_results, first_feed)
+        return [tally.finish(prompt_ids, tokens, logits, greedy) for tally in tallies]
+
+
+def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int, tol: Tolerance,
+                    greedy: bool = True, greedy_step=None) -> Comparison:
+    """One runner against `reference` (compare_backends)."""
+    return compare_backends([Candidate(runner, greedy_step)], reference, prompt_ids, decode_steps, tol, greedy)[0]
 
 
 def _group(output_name: str) -> str:

@@ -69,13 +69,13 @@ def has_fast_graph(graph_dir: Path) -> bool:
     return (Path(graph_dir) / ORT_MODEL_FILE).is_file()
 
 
-def compare_fast_graph(graph_dir: Path, reference, prompt_ids: list[int], decode_steps: int, tol):
-    """The fast graph's Comparison (ltexport.validate.compare) against `reference` (a TorchStep)."""
+def fast_candidate(graph_dir: Path):
+    """The fast graph as a validation candidate (ltexport.validate.compare.Candidate): compared through
+    FastRunner, greedy-decoded by FastStep in place."""
     from ltexport.backends.ort.fast import FastStep
-    from ltexport.validate.compare import compare_backend
+    from ltexport.validate.compare import Candidate
 
-    greedy_step = FastStep(Path(graph_dir) / ORT_MODEL_FILE)
-    return compare_backend(fast_runner(graph_dir), reference, prompt_ids, decode_steps, tol, greedy_step=greedy_step)
+    return Candidate(fast_runner(graph_dir), greedy_step=FastStep(Path(graph_dir) / ORT_MODEL_FILE))
 
 
 def fast_section(comparison, graph: str) -> dict:
