@@ -25,6 +25,9 @@ from ltexport.hybrid.model import HybridModel
 
 OPSET = 21  # the highest TensorRT 10.x parses; the sink+window function body needs >= 15
 _WRAPPER_PREFIX = "hybrid."
+# The optimizer tries every rewrite rule on every node. SlicesSplit alone took 10 of its 13 s on
+# SmolLM2 and never fired on a decoder (the graphs with and without it are identical).
+_SLOW_UNUSED_RULES = {"SlicesSplit"}
 
 
 class _ExportWrapper(nn.Module):
@@ -54,7 +57,7 @@ def export_onnx(hybrid: HybridModel, out_dir: Path, weights=None) -> Path:
     with _fake_parameters(hybrid):
         program = _trace(hybrid)
     placeholders = weight_data.take_placeholders(program.model, hybrid.source_names, weights.names(), _WRAPPER_PREFIX)
-    with weight_data.quiet_optimizer():
+    with weight_data.quiet_optimizer(), _without_rules(_SLOW_UNUSED_RULES):
         program.optimize()  # the exporter's own optimizer, run here with weight values hidden
     weight_data.write_data(program.model, placeholders, weights, out_dir / DATA_FILE)
     model = swo.finalize_model(program.model_proto, check=False)  # the proto holds no weight bytes
@@ -84,6 +87,22 @@ def _trace(hybrid: HybridModel):
             dynamic_shapes=({0: batch, 1: seq}, {0: batch}, cache_dims),
             custom_translation_table=swo.translation_table(), optimize=False, verbose=False,
         )
+
+
+@contextmanager
+def _without_rules(names: set[str]):
+    """onnxscript's default rewrite rules minus `names`, while the exporter's optimizer runs."""
+    from onnxscript import rewriter
+
+    rules = getattr(rewriter, "_DEFAULT_REWRITE_RULES", None)
+    if rules is None:  # another onnxscript layout: keep its defaults
+        yield
+        return
+    rewriter._DEFAULT_REWRITE_RULES = tuple(r for r in rules if getattr(r, "name", None) not in names)
+    try:
+        yield
+    finally:
+        rewriter._DEFAULT_REWRITE_RULES = rules
 
 
 @contextmanager

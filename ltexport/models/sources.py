@@ -137,6 +137,11 @@ class ModelSource:
         return ByteTokenizer(), "utf-8 bytes (no tokenizer in the model directory)"
 
     def load_tokenizer(self):
+        """The model's tokenizer, loaded once per source (from a .gguf file that takes seconds)."""
+        return self._tokenizer
+
+    @cached_property
+    def _tokenizer(self):
         if self.kind == "tiny":
             from ltexport.models.tokenizers import ByteTokenizer
 

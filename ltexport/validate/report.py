@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from ltexport.staging import write_text_atomic
+from ltexport.validate.compare import CARRIED
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -64,12 +65,18 @@ def write_report(out_dir: Path, report: dict, comparison=None, polygraphy_dir: P
     write_text_atomic(out_dir / REPORT_JSON, json.dumps(report, indent=1) + "\n")
     write_text_atomic(out_dir / REPORT_MD, format_markdown(report))
     if comparison is not None and comparison.first_results is not None:
+        from polygraphy.comparator import RunResults
         from polygraphy.json import save_json
+
+        from ltexport.validate.compare import REFERENCE_NAME
 
         polygraphy_dir = polygraphy_dir or out_dir
         # The prefill step only: decode steps would make the file grow with every cached token.
         save_json([comparison.first_feed], str(polygraphy_dir / POLYGRAPHY_INPUTS))
-        comparison.first_results.save(str(polygraphy_dir / POLYGRAPHY_OUTPUTS))
+        # The reference's outputs: what `polygraphy run --load-outputs` compares a backend against
+        # (the backend's own would double a file that holds every prefill position's logits).
+        reference = RunResults([(REFERENCE_NAME, comparison.first_results[REFERENCE_NAME])])
+        reference.save(str(polygraphy_dir / POLYGRAPHY_OUTPUTS))
 
 
 def _scope_lines(scope: dict) -> list[str]:
@@ -134,7 +141,9 @@ def format_markdown(report: dict) -> str:
              *_scope_lines(report["scope"]),
              "An element passes when |diff| <= atol or |diff| / |ref| <= rtol. The relative column is taken over the "
              "elements whose reference magnitude exceeds atol (near-zero references are judged by atol; their "
-             "relative error means nothing).", "",
+             "relative error means nothing). Decode steps compare the cache rows each step writes with the "
+             "tolerances; the rows a step carries over must equal the reference's bit for bit "
+             f"(`decode/present ({CARRIED})`).", "",
              "| check | max abs diff | max rel diff (\\|ref\\| > atol) | atol | rtol | passed |", "|---|---|---|---|---|---|"]
     for c in report["checks"]:
         rel = c.get("max_rel_diff_above_atol")
