@@ -2,27 +2,16 @@
 must come back bit for bit. Checked with a runner that damages one kind of row on a real exported graph."""
 
 import numpy as np
-import pytest
 from polygraphy.backend.base import BaseRunner
 from polygraphy.backend.onnxrt import OnnxrtRunner
 
 from ltexport.backends.ort.session import make_session
-from ltexport.export.onnx_export import export_onnx
-from ltexport.hybrid.model import HybridModel
 from ltexport.hybrid.step import TorchStep
 from ltexport.validate.compare import CARRIED, Tolerance, carried_rows, compare_backend
-from tests.export.test_build import tiny_plan
+from tests.validate.conftest import PROMPT
 
-PROMPT = [5, 17, 99, 3, 42, 7, 250, 12, 64, 8, 31, 77]
 TOL = Tolerance(1e-4, 1e-4)
 SMALL = 1e-6  # inside the tolerance: only an exact check sees it
-
-
-@pytest.fixture(scope="module")
-def built(tiny_models, tmp_path_factory):
-    source, model = tiny_models["tiny-llama"]
-    hybrid = HybridModel(model, tiny_plan(source, window=6)).eval()  # a ring that wraps within the test
-    return hybrid, export_onnx(hybrid, tmp_path_factory.mktemp("decode-compare"))
 
 
 class Damaging(BaseRunner):

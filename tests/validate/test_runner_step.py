@@ -9,30 +9,20 @@ from collections import OrderedDict
 
 import numpy as np
 import onnx
-import pytest
 import torch
 from polygraphy.backend.onnxrt import OnnxrtRunner
 from polygraphy.common import TensorMetadata
 from polygraphy.datatype import DataType
 
 from ltexport.backends.ort.session import OrtStep, make_session
-from ltexport.export.onnx_export import export_onnx
 from ltexport.generation import generate
-from ltexport.hybrid.model import HybridModel
 from ltexport.hybrid.step import TorchStep
 from ltexport.triton import add_sequence_start
 from ltexport.validate.compare import Tolerance, compare_backend, greedy_passed
 from ltexport.validate.runner_step import RunnerStep
-from tests.export.test_build import tiny_plan
-
-PROMPT = [5, 17, 99, 3, 42, 7, 250, 12, 64, 8, 31, 77]
+from tests.validate.conftest import PROMPT
 
 
-@pytest.fixture(scope="module")
-def built(tiny_models, tmp_path_factory):
-    source, model = tiny_models["tiny-llama"]
-    hybrid = HybridModel(model, tiny_plan(source, window=6)).eval()  # a ring that wraps within the test
-    return hybrid, export_onnx(hybrid, tmp_path_factory.mktemp("runner-step"))
 
 
 def ort_runner(path):
