@@ -23,8 +23,6 @@ from ltexport.validate.runner_step import RunnerStep
 from tests.validate.conftest import PROMPT
 
 
-
-
 def ort_runner(path):
     return OnnxrtRunner(lambda: make_session(path), name="onnxruntime")
 
