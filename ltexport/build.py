@@ -88,7 +88,7 @@ def build(config: BuildConfig) -> dict:
     engine = backend in ENGINE_BACKENDS
     profile = engine_profile(config, plan, source.spec()) if engine else _no_profile(config)
     capabilities = _engine_options(config, backend)
-    scope = _preflight(source, plan, config)
+    scope = _preflight(source, plan, config, graphs=2 if backend == "ort" else 1)
     timings = {}
     with staged_dir(config.out, MARKER, config.keep_failed, log=config.log) as stage:
         config.log(f"exporting ONNX ({len(plan.lazy_layers)}/{plan.num_layers} lazy layers, {config.dtype}) ...")
@@ -167,8 +167,9 @@ def export_model(source: ModelSource, plan: Plan, dtype: str, out_dir: Path) -> 
     return path
 
 
-def _preflight(source: ModelSource, plan: Plan, config: BuildConfig):
-    """Choose what to validate from the memory it needs; refuse when the output will not fit on disk."""
+def _preflight(source: ModelSource, plan: Plan, config: BuildConfig, graphs: int):
+    """Choose what to validate from the memory it needs (`graphs`: ONNX Runtime graphs compared at
+    once); refuse when the output will not fit on disk."""
     from ltexport import preflight
     from ltexport.validate.scope import choose_scope
 
@@ -177,7 +178,7 @@ def _preflight(source: ModelSource, plan: Plan, config: BuildConfig):
     count = functools.cache(lambda layers=None: preflight.parameter_count(source, layers))
 
     def need(layers):
-        return preflight.validation_memory(count(layers), config.dtype, tokens, spec.vocab_size, spec.num_heads)
+        return preflight.validation_memory(count(layers), config.dtype, tokens, spec.vocab_size, spec.num_heads, graphs)
 
     scope = choose_scope(config.validate_layers, plan, need, preflight.available_memory())
     config.log(f"validation scope: {'the first %d layers' % scope.layers if scope.prefix else 'the whole model'} ({scope.reason})")

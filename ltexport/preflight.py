@@ -26,18 +26,20 @@ def weight_bytes(params: int, dtype: str) -> int:
     return params * BYTES[dtype]
 
 
-def validation_memory(params: int, dtype: str, tokens: int, vocab: int, heads: int) -> float:
+def validation_memory(params: int, dtype: str, tokens: int, vocab: int, heads: int, graphs: int = 1) -> float:
     """Peak bytes of validating a model of `params` parameters.
 
     The PyTorch reference holds the weights in `dtype`; ONNX Runtime holds them again, and on CPU
     computes fp16/bf16 ops in fp32 (it inserts Casts and folds them into fp32 weight copies), so
-    allow both copies there. Activations: prefill logits [tokens, vocab] in fp32, held by both
-    runners and the comparison (x4), and one layer's attention scores [heads, tokens, tokens] (x2).
+    allow both copies there, once per graph compared at the same time (`graphs`: model.onnx and the
+    fast graph of an ONNX Runtime build). Activations: prefill logits [tokens, vocab] in fp32, held
+    by the reference, each graph and the comparison, and one layer's attention scores [heads, tokens,
+    tokens] (x2).
     """
     b = BYTES[dtype]
     backend = b + (4 if b < 4 else 0)
-    activations = tokens * vocab * 4 * 4 + heads * tokens * tokens * 4 * 2
-    return params * (b + backend) + activations + RUNTIME_BASE
+    activations = tokens * vocab * 4 * (3 + graphs) + heads * tokens * tokens * 4 * 2
+    return params * (b + backend * graphs) + activations + RUNTIME_BASE
 
 
 def available_memory() -> float:

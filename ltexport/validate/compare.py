@@ -108,8 +108,9 @@ def _stats_only_when_logged():
 
 @dataclass
 class Candidate:
-    """A compiled graph to validate: its Polygraphy runner, and optionally the step function its free-running
-    greedy decode uses instead of the runner (e.g. FastStep, which updates its caches in place)."""
+    """A compiled graph to validate: its Polygraphy runner, and optionally where its free-running greedy
+    decode gets another step function than the runner: `greedy_step(active runner)` (e.g. the FastStep
+    inside FastRunner, which updates its caches in place, with no second session)."""
 
     runner: object
     greedy_step: object = None
@@ -199,7 +200,7 @@ class _Tally:
             checks.append(self.carried)
         agreement = {}
         if greedy:  # another step than the runner prefills for itself
-            own = self.candidate.greedy_step
+            own = self.candidate.greedy_step and self.candidate.greedy_step(self.candidate.runner)
             agreement = greedy_agreement(own or self.step, prompt_ids, tokens, logits, self.tol,
                                          None if own else self.prefilled)
         return Comparison(checks, agreement, tokens, logits, self.first_results, self.first_feed)
@@ -235,9 +236,9 @@ def compare_backends(candidates: list[Candidate], reference, prompt_ids: list[in
 
 
 def compare_backend(runner, reference, prompt_ids: list[int], decode_steps: int, tol: Tolerance,
-                    greedy: bool = True, greedy_step=None) -> Comparison:
+                    greedy: bool = True) -> Comparison:
     """One runner against `reference` (compare_backends)."""
-    return compare_backends([Candidate(runner, greedy_step)], reference, prompt_ids, decode_steps, tol, greedy)[0]
+    return compare_backends([Candidate(runner)], reference, prompt_ids, decode_steps, tol, greedy)[0]
 
 
 def _group(output_name: str) -> str:

@@ -71,11 +71,10 @@ def has_fast_graph(graph_dir: Path) -> bool:
 
 def fast_candidate(graph_dir: Path):
     """The fast graph as a validation candidate (ltexport.validate.compare.Candidate): compared through
-    FastRunner, greedy-decoded by FastStep in place."""
-    from ltexport.backends.ort.fast import FastStep
+    FastRunner, greedy-decoded in place by the runner's own FastStep (one session)."""
     from ltexport.validate.compare import Candidate
 
-    return Candidate(fast_runner(graph_dir), greedy_step=FastStep(Path(graph_dir) / ORT_MODEL_FILE))
+    return Candidate(fast_runner(graph_dir), greedy_step=lambda runner: runner.step)
 
 
 def fast_section(comparison, graph: str) -> dict:
