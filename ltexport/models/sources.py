@@ -55,6 +55,12 @@ class ModelSource:
     defaults: dict = field(default_factory=lambda: dict(BASE_DEFAULTS))
     trust_remote_code: bool = False
 
+    def __post_init__(self):
+        if self.gguf_file is not None:  # config, tokenizer and weights then share one parsed header
+            from ltexport.models import gguf_readers
+
+            gguf_readers.share()
+
     @cached_property
     def config(self):
         """The transformers config, read without loading weights."""
@@ -62,7 +68,6 @@ class ModelSource:
             return _tiny_config(TINY_MODELS[self.name])
         from transformers import AutoConfig
 
-        _share_gguf_readers(self.gguf_file)
         try:
             return AutoConfig.from_pretrained(
                 str(self.path), gguf_file=self.gguf_file, trust_remote_code=self.trust_remote_code, local_files_only=True
@@ -114,7 +119,6 @@ class ModelSource:
         """One reader per source: parsing a .gguf header takes seconds."""
         from ltexport.models.weights import GGUFWeights
 
-        _share_gguf_readers(self.gguf_file)
         try:
             return GGUFWeights(self.path / self.gguf_file, self.config)
         except MemoryError:
@@ -148,7 +152,6 @@ class ModelSource:
             from ltexport.models.tokenizers import ByteTokenizer
 
             return ByteTokenizer()
-        _share_gguf_readers(self.gguf_file)
         return load_auto_tokenizer(self.path, self.trust_remote_code, gguf_file=self.gguf_file)
 
     def describe(self) -> dict:
@@ -264,13 +267,6 @@ def torch_dtype_of(dtype: str):
     if dtype not in table:
         raise LtexportError(f"unknown dtype {dtype!r}; use one of fp32, fp16, bf16")
     return table[dtype]
-
-
-def _share_gguf_readers(gguf_file: str | None) -> None:
-    if gguf_file is not None:
-        from ltexport.models import gguf_readers
-
-        gguf_readers.share()
 
 
 def _damaged_gguf(source: ModelSource, exc: Exception) -> LtexportError:

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from ltexport.staging import write_text_atomic
-from ltexport.validate.compare import CARRIED
+from ltexport.validate.compare import CARRIED, REFERENCE_NAME
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -67,8 +67,6 @@ def write_report(out_dir: Path, report: dict, comparison=None, polygraphy_dir: P
     if comparison is not None and comparison.first_results is not None:
         from polygraphy.comparator import RunResults
         from polygraphy.json import save_json
-
-        from ltexport.validate.compare import REFERENCE_NAME
 
         polygraphy_dir = polygraphy_dir or out_dir
         # The prefill step only: decode steps would make the file grow with every cached token.

@@ -2,7 +2,7 @@ import pytest
 
 from ltexport.export.onnx_export import export_onnx
 from ltexport.hybrid.model import HybridModel
-from tests.export.test_build import tiny_plan
+from tests.export.conftest import tiny_plan
 
 PROMPT = [5, 17, 99, 3, 42, 7, 250, 12, 64, 8, 31, 77]
 

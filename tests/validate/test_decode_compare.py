@@ -6,6 +6,7 @@ from polygraphy.backend.base import BaseRunner
 from polygraphy.backend.onnxrt import OnnxrtRunner
 
 from ltexport.backends.ort.session import make_session
+from ltexport.export.contract import INPUT_IDS, is_cache_output, past_name
 from ltexport.hybrid.step import TorchStep
 from ltexport.validate.compare import CARRIED, Tolerance, carried_rows, compare_backend
 from tests.validate.conftest import PROMPT
@@ -33,9 +34,9 @@ class Damaging(BaseRunner):
 
     def infer_impl(self, feed_dict):
         out = {name: np.array(value) for name, value in self.inner.infer(feed_dict).items()}
-        if feed_dict["input_ids"].shape[1] == 1:
+        if feed_dict[INPUT_IDS].shape[1] == 1:
             for name in out:
-                if name.startswith("present."):
+                if is_cache_output(name):
                     self.damage(name, out[name], feed_dict)
         return out
 
@@ -81,7 +82,7 @@ def test_a_written_row_beyond_tolerance_fails(built):
     hybrid, path = built
 
     def spoil_written(name, present, feed):
-        past = feed[name.replace("present", "past_key_values", 1)]
+        past = feed[past_name(name)]
         present[:, :, ~carried_rows(past, present)] += 1.0
 
     found = checks(compare_backend(Damaging(path, spoil_written), TorchStep(hybrid), PROMPT, 8, TOL, greedy=False))
