@@ -19,7 +19,9 @@ How to read this
   through the step, transformers in one `generate` call (its own prefill + first token).
 - bound: bytes one decode step must read (weights + every cached key/value it attends, fp32); its
   speedup is bytes(no-lazy) / bytes(hybrid), what a purely memory-bound engine would gain. "% of
-  bound": those bytes / step time / the measured read bandwidth (a 1 GiB torch sum, same threads).
+  bound": those bytes / step time / the read bandwidth measured right before and after that run
+  (each probe the median of 3 torch sums over 1 GiB, same threads), median over the point's runs.
+  The host's bandwidth swings within seconds (see the range above), hence a probe per run.
 - hybrid and no-lazy run ltexport's fast ONNX Runtime graph (model.ort.onnx: IOBinding, caches
   updated in place); genai-full and genai-windowed are onnxruntime-genai's own builder's models
   (full attention; the plan's lazy layers as sliding windows of sink + window, no sinks) under its
@@ -49,13 +51,13 @@ def format_markdown(r: dict) -> str:
                            _mib(n["kv_cache_bytes"]) if n else "-"]))
     lines += ["", "## Every point", ""]
     head = ["variant", "context", "batch", "prefill s", "decode tok/s", "KV cache", "peak RSS", "bound MiB/step",
-            "% of bound", "load"]
+            "bandwidth GB/s", "% of bound", "load"]
     lines += [_row(head), _row(["---"] * len(head))]
     for x in r["points"]:
         lines.append(_row([x["variant"], str(x["context"]), str(x["batch"]),
                            "-" if x["prefill_s"] is None else f"{x['prefill_s']:.2f}", _tps(x),
                            _mib(x["kv_cache_bytes"]), _mib(x["peak_rss_bytes"]), _mib(x["bound_bytes_per_step"]),
-                           _pct(x.get("bound_fraction")), _load([x.get("load_average_1min")])]))
+                           _gbs(x), _pct(x.get("bound_fraction")), _load([x.get("load_average_1min")])]))
     if r.get("export"):
         lines += ["", "## Export (ONNX)", "", _row(["variant", "export s", "export peak RSS", "load s"]), _row(["---"] * 4)]
         for name in ("hybrid", "no-lazy"):
@@ -96,9 +98,14 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
-def _gbs(machine: dict) -> str:
-    value = machine.get("bandwidth_bytes_per_s")
-    return "n/a" if not value else f"{value / 1e9:.1f} GB/s"
+def _gbs(record: dict) -> str:
+    """A point's (or the run's median) bandwidth, with the run's range when it has one."""
+    value = record.get("bandwidth_bytes_per_s")
+    if not value:
+        return "n/a"
+    low, high = record.get("bandwidth_min_bytes_per_s"), record.get("bandwidth_max_bytes_per_s")
+    spread = f" (median of {record['bandwidth_probes']} probes, {low / 1e9:.1f} to {high / 1e9:.1f})" if low and high else ""
+    return f"{value / 1e9:.1f}{' GB/s' if spread else ''}{spread}"
 
 
 def _load(value) -> str:

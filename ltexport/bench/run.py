@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ltexport.bench import peers as peer_models
-from ltexport.bench.bound import measure_bandwidth, step_bytes
+from ltexport.bench.bound import BandwidthProbe, bound_fraction, step_bytes
 from ltexport.errors import LtexportError
 from ltexport.outputs import Marker
 from ltexport.plan.schema import load_plan, save_plan
@@ -155,12 +155,15 @@ def bench(config: BenchConfig) -> dict:
         workers = _start_workers(config, tmp, spec.vocab_size, genai)
         try:
             ready = {w.name: w.read() for w in workers}
-            bandwidth = measure_bandwidth(config.threads)
-            config.log(f"memory read bandwidth: {bandwidth / 1e9:.1f} GB/s (a 1 GiB torch sum, best of 5)")
-            measured = _measure(config, workers, points(contexts, config.batches, batch_context))
+            probe = BandwidthProbe(config.threads)
+            measured = _measure(config, workers, points(contexts, config.batches, batch_context), probe)
         finally:
             for w in workers:
                 w.close()
+    bandwidth = probe.summary()
+    config.log(f"memory read bandwidth: median {bandwidth['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s over "
+               f"{bandwidth['bandwidth_probes']} probes ({bandwidth['bandwidth_min_bytes_per_s'] / 1e9:.1f} to "
+               f"{bandwidth['bandwidth_max_bytes_per_s'] / 1e9:.1f}), one before and after every timed decode run")
     weight_bytes = next((r["weight_bytes"] for r in ready.values() if "weight_bytes" in r), exports.get("weight_bytes"))
     results = _assemble(config, source, plans, contexts, batch_context, exports, ready, measured, weight_bytes, bandwidth)
     results["machine"]["load_average_at_start"] = load_before
@@ -210,7 +213,7 @@ def _start_workers(config: BenchConfig, tmp: Path, vocab: int, genai: dict) -> l
     return workers
 
 
-def _measure(config: BenchConfig, workers: list[Worker], todo: list[dict]) -> list[dict]:
+def _measure(config: BenchConfig, workers: list[Worker], todo: list[dict], probe: BandwidthProbe) -> list[dict]:
     bar = progress(len(todo) * len(workers) * config.repeats, "bench", config.show_progress)
     rows = []
     for point in todo:
@@ -219,12 +222,25 @@ def _measure(config: BenchConfig, workers: list[Worker], todo: list[dict]) -> li
         for rep in range(config.repeats):
             for w in serving:  # round-robin: every variant sees the same load
                 bar.set_postfix_str(f"{w.name} ctx {point['context']} batch {point['batch']}")
-                runs[w.name].append(w.ask({**point, "prefill": point["prefill"] and rep == 0,  # prefill once
-                                           "decode_steps": config.decode_steps, "prefill_chunk": config.prefill_chunk}))
+                runs[w.name].append(_run(config, w, point, point["prefill"] and rep == 0, probe))  # prefill once
                 bar.update(1)
         rows += [_median(name, r) for name, r in runs.items()]
     bar.close()
     return rows
+
+
+def _run(config: BenchConfig, worker: Worker, point: dict, prefill: bool, probe: BandwidthProbe) -> dict:
+    """One variant's run at a point: its prefill (when asked), then its decode between two bandwidth
+    probes, so the run's share of the bytes bound uses the bandwidth of its own moment."""
+    args = {**point, "decode_steps": config.decode_steps, "prefill_chunk": config.prefill_chunk}
+    prefilled = worker.ask({**args, "prefill": True, "decode_steps": 0}) if prefill else None
+    before = probe()
+    run = worker.ask({**args, "prefill": False})
+    run["bandwidth_bytes_per_s"] = (before + probe()) / 2
+    if prefilled:
+        run["prefill_s"] = prefilled["prefill_s"]
+        run["peak_rss_bytes"] = max(run["peak_rss_bytes"], prefilled["peak_rss_bytes"])
+    return run
 
 
 def _median(variant: str, runs: list[dict]) -> dict:
@@ -235,6 +251,8 @@ def _median(variant: str, runs: list[dict]) -> dict:
     row["decode_tokens_per_s"] = row["batch"] / row["decode_step_s"]
     row["decode_tokens_per_s_mean"] = row["batch"] * len(times) / sum(times)
     row["decode_tokens_per_s_runs"] = [round(r["decode_tokens_per_s"], 3) for r in runs]
+    row["runs"] = [{"decode_step_s": r["decode_step_s"], "bandwidth_bytes_per_s": r["bandwidth_bytes_per_s"]} for r in runs]
+    row["bandwidth_bytes_per_s"] = statistics.median(r["bandwidth_bytes_per_s"] for r in runs)
     row["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in runs)
     loads = [r["load_average_1min"] for r in runs if r.get("load_average_1min") is not None]
     row["load_average_1min"] = max(loads) if loads else None
@@ -250,8 +268,10 @@ def _assemble(config, source, plans, contexts, batch_context, exports, ready, ro
     for row in rows:
         plan = plans["hybrid"] if row["variant"] in _READS_LIKE_HYBRID else plans["no-lazy"]
         row["bound_bytes_per_step"] = step_bytes(weight_bytes, plan, row["context"], row["batch"], element)
-        # the share of the measured bandwidth this variant's necessary reads reach
-        row["bound_fraction"] = row["bound_bytes_per_step"] / row["decode_step_s"] / bandwidth
+        # the share of the bandwidth each run's necessary reads reach, against that run's own probes
+        for run in row["runs"]:
+            run["bound_fraction"] = bound_fraction(row["bound_bytes_per_step"], run["decode_step_s"], run["bandwidth_bytes_per_s"])
+        row["bound_fraction"] = statistics.median(run["bound_fraction"] for run in row["runs"])
     variants = {name: {**info, **(exports.get("exports", {}).get(name, {}))} for name, info in ready.items()}
     hybrid = plans["hybrid"]
     return {
@@ -261,7 +281,7 @@ def _assemble(config, source, plans, contexts, batch_context, exports, ready, ro
         "settings": {"contexts": contexts, "batches": config.batches, "batch_context": batch_context,
                      "decode_steps": config.decode_steps, "prefill_chunk": config.prefill_chunk,
                      "repeats": config.repeats, "dtype": "fp32", "threads": config.threads},
-        "machine": {**_machine(), "bandwidth_bytes_per_s": bandwidth}, "weight_bytes": weight_bytes,
+        "machine": {**_machine(), **bandwidth}, "weight_bytes": weight_bytes,
         "export": {k: v for k, v in exports.items() if k != "exports"} if exports else None,
         "variants": variants, "points": rows, "speedups": speedups(rows),
     }

@@ -92,14 +92,18 @@ def make_runner(spec: dict):
 
 
 def measure_point(runner, context: int, batch: int, decode_steps: int, prefill: bool, prefill_chunk: int) -> dict:
+    """Prefill (when asked) and `decode_steps` timed decode steps (none: prefill only). The parent asks
+    for the two separately so that its bandwidth probes sit right before and after the decode."""
     exact = memory.reset_peak()
     result = {"context": context, "batch": batch, "prefill_s": None}
     if prefill:
         result["prefill_s"] = runner.prefill(context, prefill_chunk)
-    times, cache_bytes = runner.decode(batch, context, decode_steps)
-    step_s = statistics.median(times)
-    result.update(decode_step_times=times, decode_tokens_per_s=batch / step_s,
-                  kv_cache_bytes=cache_bytes, peak_rss_bytes=memory.peak_rss(), peak_rss_per_point=exact,
+    if decode_steps:
+        times, cache_bytes = runner.decode(batch, context, decode_steps)
+        step_s = statistics.median(times)
+        result.update(decode_step_times=times, decode_step_s=step_s, decode_tokens_per_s=batch / step_s,
+                      kv_cache_bytes=cache_bytes)
+    result.update(peak_rss_bytes=memory.peak_rss(), peak_rss_per_point=exact,
                   load_average_1min=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
                   **runner.device_memory())
     return result

@@ -1,6 +1,7 @@
 """`ltexport bench`: the bound's arithmetic, point planning, and the JSON a tiny run writes."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -75,6 +76,13 @@ def test_bench_json_on_a_tiny_model(tiny_plan, tmp_path):
     for p in doc["points"]:
         assert len(p["decode_step_times"]) == 2 and p["decode_tokens_per_s"] > 0 and p["peak_rss_bytes"] > 0 and p["bound_bytes_per_step"] > 0
         assert (p["prefill_s"] is None) == (p["batch"] == 2)
+        # each run relates its steps to the bandwidth probed around it; the point takes the median
+        assert len(p["runs"]) == 1 and p["runs"][0]["bandwidth_bytes_per_s"] > 0
+        assert p["bound_fraction"] == p["runs"][0]["bound_fraction"] == pytest.approx(
+            p["bound_bytes_per_step"] / p["runs"][0]["decode_step_s"] / p["runs"][0]["bandwidth_bytes_per_s"])
+    machine = doc["machine"]
+    assert machine["bandwidth_probes"] == 2 * len(doc["points"])  # before and after every run
+    assert machine["bandwidth_min_bytes_per_s"] <= machine["bandwidth_bytes_per_s"] <= machine["bandwidth_max_bytes_per_s"]
     kv = {(p["variant"], p["context"], p["batch"]): p["kv_cache_bytes"] for p in doc["points"]}
     per_token_layer = 2 * 2 * 16 * 4
     assert kv[("no-lazy", 48, 2)] == kv[("transformers", 48, 2)] == 2 * 4 * 48 * per_token_layer
@@ -82,6 +90,27 @@ def test_bench_json_on_a_tiny_model(tiny_plan, tmp_path):
     assert {(s["context"], s["batch"]) for s in doc["speedups"]} == {(32, 1), (48, 1), (48, 2)}
     assert all(s["vs_no_lazy"] > 0 and s["vs_transformers"] > 0 and s["bound"] > 1 for s in doc["speedups"] if s["context"] == 48)
     assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG" and "Hybrid decode speedup" in (out / "bench.md").read_text()
+
+
+def test_a_run_prefills_apart_and_decodes_between_two_probes():
+    from ltexport.bench.run import BenchConfig, _run
+
+    events = []
+
+    class Worker:
+        def ask(self, args):
+            events.append("prefill" if args["prefill"] else f"decode {args['decode_steps']}")
+            return {"prefill_s": 1.5 if args["prefill"] else None, "peak_rss_bytes": 7 if args["prefill"] else 5,
+                    "decode_step_s": 0.1}
+
+    def probe():
+        events.append("probe")
+        return 10.0 * events.count("probe")
+
+    config = BenchConfig(model="m", plan_path=Path("p"), decode_steps=3)
+    run = _run(config, Worker(), {"context": 8, "batch": 1, "prefill": True}, True, probe)
+    assert events == ["prefill", "probe", "decode 3", "probe"]
+    assert run["bandwidth_bytes_per_s"] == 15.0 and run["prefill_s"] == 1.5 and run["peak_rss_bytes"] == 7
 
 
 @pytest.mark.parametrize("args, fragment", [
