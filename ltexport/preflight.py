@@ -133,3 +133,15 @@ def eval_memory(sizes, longest: int, tokens: int, rows: int, streamed: bool, var
     keys = FP32 * 2 * sizes.kv_heads * sizes.head_dim * longest
     logits = FP32 * 2 * sizes.vocab * rows
     return TORCH_BASE + weights + layer_activations(sizes, longest) + held + keys + logits
+
+
+def bench_memory(weights: float, extra: dict[str, float], probe: float) -> float:
+    """Peak bytes of `ltexport bench`: every variant's worker holds its weights and runtime at once,
+    and one of them at a time also holds a point's caches and activations (`extra`: the largest per
+    variant); the parent holds the bandwidth probe's buffer."""
+    return (len(extra) + 1) * RUNTIME_BASE + len(extra) * weights + max(extra.values(), default=0) + probe
+
+
+def require_bench_memory(need: float) -> None:
+    _require_memory(need, available_memory(), "this bench", "lower --contexts, --batches or --batch-context, "
+                    "or pass --no-transformers/--no-peers")

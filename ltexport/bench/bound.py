@@ -26,6 +26,7 @@ def step_bytes(weight_bytes: int, plan: Plan, context: int, batch: int, element_
     return weight_bytes + batch * kv_cache_bytes(plan, context, element_bytes, hybrid=bool(plan.lazy_layers))
 
 
+PROBE_BYTES = 2**30
 SETTLE_S = 0.05  # before and after a probe: spinning thread pools (ONNX Runtime's, OpenMP's) go idle
 
 
@@ -39,7 +40,7 @@ class BandwidthProbe:
     over one `size`-byte buffer (allocated once), with the benchmark's threads (all cores by default).
     """
 
-    def __init__(self, threads: int | None = None, size: int = 2**30, repeats: int = 3):
+    def __init__(self, threads: int | None = None, size: int = PROBE_BYTES, repeats: int = 3):
         import os
 
         import torch

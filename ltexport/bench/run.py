@@ -18,10 +18,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ltexport.bench import peers as peer_models
-from ltexport.bench.bound import BandwidthProbe, bound_fraction, step_bytes
+from ltexport.bench.bound import PROBE_BYTES, BandwidthProbe, bound_fraction, step_bytes
 from ltexport.errors import LtexportError
 from ltexport.outputs import Marker
 from ltexport.plan.schema import load_plan, save_plan
+from ltexport.plan.summary import kv_cache_bytes
 from ltexport.progress import progress
 
 FORMAT = "ltexport-bench"
@@ -68,6 +69,23 @@ def check_config(config: BenchConfig, spec) -> tuple[list[int], int]:
         if value < 1:
             raise LtexportError(f"{name} must be >= 1, got {value}")
     return contexts, batch_context
+
+
+def check_memory(config: BenchConfig, source, plans: dict, todo: list[dict]) -> None:
+    """Refuse, before exporting anything, a sweep whose workers cannot all fit in memory at once."""
+    from ltexport.preflight import FP32, bench_memory, parameter_count, require_bench_memory
+
+    def caches(plan, batch_one: bool = False, copies: int = 1) -> float:  # fp32 caches of the largest point
+        sizes = [p["batch"] * kv_cache_bytes(plan, p["context"] + config.decode_steps + 2, FP32, bool(plan.lazy_layers))
+                 for p in todo if p["batch"] == 1 or not batch_one]
+        return copies * max(sizes, default=0)
+
+    extra = {name: caches(p) for name, p in plans.items()}
+    if config.backend == "ort" and config.peers and peer_models.genai_available():
+        extra.update({f"genai-{kind}": caches(plans["no-lazy"], batch_one=True) for kind in ("full", "windowed")})
+    if config.transformers:
+        extra["transformers"] = caches(plans["no-lazy"], copies=2)  # DynamicCache grows by concatenation
+    require_bench_memory(bench_memory(FP32 * parameter_count(source), extra, PROBE_BYTES))
 
 
 def default_contexts(limit: int | None) -> list[int]:
@@ -146,6 +164,7 @@ def bench(config: BenchConfig) -> dict:
         raise LtexportError(f"{config.plan_path} has no lazy layers: nothing to compare; use a plan from `ltexport plan`")
     contexts, batch_context = check_config(config, spec)
     plans = {"hybrid": plan, "no-lazy": replace(plan, lazy_layers=[], scores=None, metadata={})}
+    check_memory(config, source, plans, points(contexts, config.batches, batch_context))
     with tempfile.TemporaryDirectory(prefix="ltexport-bench-") as tmp:
         tmp = Path(tmp)
         for name, p in plans.items():

@@ -265,6 +265,8 @@ CASES = [
     Case("bench", "unwritable", "read-only-parent", lambda i: [*BENCH, "-o", f"{_readonly_dir(i)}/bn"], ("not writable",), unwritable=True),
     Case("bench", "non-finite", "threads-zero", lambda i: [*BENCH, "--threads", "0", "-o", "bn"], ("--threads must be an integer >= 1",)),
     Case("bench", "oversize", "contexts", lambda i: [*BENCH[:5], "--contexts", "1000000000", "-o", "bn"], ("exceeds the model's",)),
+    Case("bench", "oversize", "batches-1e7", lambda i: [*BENCH[:7], "--batches", "1,10000000", "-o", "bn"],
+         ("this bench needs ~", "GB of memory", "lower --contexts, --batches")),
     Case("bench", "oversize", "plan-window-1e9", lambda i: [*BENCH[:3], "--plan", i.plan_with("huge.json", window=10**9).name, "-o", "bn"],
          ("exceeds the model's 1024 positions",)),
     Case("bench", "corrupt", "plan-list", lambda i: [*BENCH[:3], "--plan", i.file("p.json", "[]").name, "-o", "bn"],
