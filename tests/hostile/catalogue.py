@@ -76,7 +76,7 @@ def _edited(i):
 
 
 def _added(i):
-    out = i.build("b")
+    i.build("b")
     i.file("b/main.c", "int main;\n")
     return "b"
 
