@@ -92,13 +92,16 @@ def _options(threads: int):
 
 
 def decode_step(build: Path, context: int, threads: int):
+    """(one decode step at `context` cached tokens, the fp32 KV bytes it attends: the bench's count)."""
     from ltexport.backends.ort.fast import FastStep
-    from ltexport.export.contract import ORT_MODEL_FILE, RING_SCRATCH
+    from ltexport.export.contract import ORT_MODEL_FILE
+    from ltexport.plan.schema import load_plan
+    from ltexport.plan.summary import kv_cache_bytes
 
     step = FastStep(build / ORT_MODEL_FILE, threads, num_logits=1)
     caches = step.empty_caches(1, context + 1)
-    kv_bytes = sum(a[0, :, 0].nbytes * (a.shape[2] - RING_SCRATCH if lazy else context)
-                   for a, lazy in zip(caches.arrays, step.lazy))
+    plan = load_plan(build / "plan.json")
+    kv_bytes = kv_cache_bytes(plan, context, 4, hybrid=bool(plan.lazy_layers))
     ids, past = np.array([[200]]), np.full(1, context, np.int64)
     step(ids, past, caches)
     return (lambda: step(ids, past, caches)), kv_bytes

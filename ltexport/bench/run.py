@@ -81,7 +81,7 @@ def check_memory(config: BenchConfig, source, plans: dict, todo: list[dict]) -> 
         return copies * max(sizes, default=0)
 
     extra = {name: caches(p) for name, p in plans.items()}
-    if config.backend == "ort" and config.peers and peer_models.genai_available():
+    if _wants_peers(config) and peer_models.genai_available():
         extra.update({f"genai-{kind}": caches(plans["no-lazy"], batch_one=True) for kind in ("full", "windowed")})
     if config.transformers:
         extra["transformers"] = caches(plans["no-lazy"], copies=2)  # DynamicCache grows by concatenation
@@ -164,7 +164,8 @@ def bench(config: BenchConfig) -> dict:
         raise LtexportError(f"{config.plan_path} has no lazy layers: nothing to compare; use a plan from `ltexport plan`")
     contexts, batch_context = check_config(config, spec)
     plans = {"hybrid": plan, "no-lazy": replace(plan, lazy_layers=[], scores=None, metadata={})}
-    check_memory(config, source, plans, points(contexts, config.batches, batch_context))
+    todo = points(contexts, config.batches, batch_context)
+    check_memory(config, source, plans, todo)
     with tempfile.TemporaryDirectory(prefix="ltexport-bench-") as tmp:
         tmp = Path(tmp)
         for name, p in plans.items():
@@ -175,7 +176,7 @@ def bench(config: BenchConfig) -> dict:
         try:
             ready = {w.name: w.read() for w in workers}
             probe = BandwidthProbe(config.threads)
-            measured = _measure(config, workers, points(contexts, config.batches, batch_context), probe)
+            measured = _measure(config, workers, todo, probe)
         finally:
             for w in workers:
                 w.close()
@@ -189,8 +190,13 @@ def bench(config: BenchConfig) -> dict:
     return results
 
 
+def _wants_peers(config: BenchConfig) -> bool:
+    """onnxruntime-genai's models run beside the ONNX Runtime variants only."""
+    return config.backend == "ort" and config.peers
+
+
 def _build_peers(config: BenchConfig, source, plan, tmp: Path) -> dict:
-    if config.backend != "ort" or not config.peers:
+    if not _wants_peers(config):
         return {}
     if not peer_models.genai_available():
         config.log(f"note: onnxruntime-genai is not installed, so it is not measured ({peer_models.INSTALL_HINT})")
